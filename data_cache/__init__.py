@@ -1,0 +1,1 @@
+"""Market data sources implementing :class:`sim.data_source.MarketDataSource`; the only place with I/O."""

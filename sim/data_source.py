@@ -1,0 +1,66 @@
+"""The one interface the simulator reads market data through.
+
+``data_cache`` implements it (demo market, Deribit API, chain files); the simulator and the
+dashboard only ever see this Protocol.
+
+Conventions for every implementation:
+
+- OHLC frames have a tz-aware UTC ``DatetimeIndex`` labelled by bar **start** and columns
+  ``open, high, low, close, volume``; a bar's ``close`` is the price at ``start + bar length``.
+  Rows cover bars starting in ``[start, end)``.
+- Spot prices are USD per coin (the index). Option OHLC is in the option's settlement unit
+  (coin per coin for inverse options, USDC per coin for linear ones).
+- ``list_option_chain`` returns every option listed at ``as_of`` (or, with ``expiry_range``,
+  at least those expiring inside it), priced at ``as_of``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+from sim.types import OptionSnapshot, Timeframe
+
+
+class DataSourceError(RuntimeError):
+    """A market data source could not answer (network fault, missing or malformed data)."""
+
+
+@runtime_checkable
+class MarketDataSource(Protocol):
+    """Market data for covered-call simulation.
+
+    ``label`` is a short human-readable name shown with every output, e.g.
+    ``"demo market (SYNTHETIC)"``; ``synthetic`` is True when prices are not real market data.
+    """
+
+    label: str
+    synthetic: bool
+
+    def get_spot_ohlc(
+        self, underlying: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: Timeframe
+    ) -> pd.DataFrame:
+        """Spot (index) OHLC in USD for bars starting in ``[start, end)``."""
+        ...
+
+    def list_option_chain(
+        self, underlying: str, as_of: pd.Timestamp,
+        expiry_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    ) -> list[OptionSnapshot]:
+        """Options listed at ``as_of`` (calls and puts), priced at ``as_of``.
+
+        ``expiry_range`` (inclusive) lets a source skip fetching expiries outside it; sources may
+        return more.
+        """
+        ...
+
+    def get_option_ohlc(
+        self, instrument_name: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: Timeframe
+    ) -> pd.DataFrame:
+        """The option's OHLC (mark) in its settlement unit for bars starting in ``[start, end)``."""
+        ...
+
+    def get_settlement_price(self, underlying: str, expiry: pd.Timestamp) -> float:
+        """Deribit's delivery price in USD for an 08:00 UTC expiry (30-minute index TWAP)."""
+        ...
