@@ -43,7 +43,10 @@ def delivery_fee_per_coin(payoff, settlement_price, delivery_fee_rate, cap, sett
 
 
 def call_payoff_per_coin(settlement_price, strike, settlement):
-    """Value of a call per coin at expiry: ``max(S_T - K, 0) / S_T`` coin (inverse), ``max(S_T - K, 0)`` USDC (linear)."""
+    """Value of a call per coin at expiry.
+
+    ``max(S_T - K, 0) / S_T`` coin for inverse options, ``max(S_T - K, 0)`` USDC for linear ones.
+    """
     s = np.asarray(settlement_price, dtype=float)
     intrinsic = np.maximum(s - np.asarray(strike, dtype=float), 0.0)
     out = intrinsic / s if settlement == "inverse" else intrinsic
