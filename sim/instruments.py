@@ -117,10 +117,13 @@ def parse_instrument_name(name: str) -> ParsedInstrument:
             f"instrument_name={name!r} is not a Deribit option name "
             "(expected e.g. 'BTC-27MAR26-90000-C' or 'XRP_USDC-25SEP26-1d52-C')"
         )
-    expiry = pd.Timestamp(
-        year=2000 + int(m["yy"]), month=_MONTH_INDEX[m["mon"]], day=int(m["day"]),
-        hour=EXPIRY_HOUR_UTC, tz="UTC",
-    )
+    try:
+        expiry = pd.Timestamp(
+            year=2000 + int(m["yy"]), month=_MONTH_INDEX[m["mon"]], day=int(m["day"]),
+            hour=EXPIRY_HOUR_UTC, tz="UTC",
+        )
+    except ValueError as exc:  # e.g. 31FEB26: a well-formed name with an impossible date
+        raise ValueError(f"instrument_name={name!r} has an invalid expiry date: {exc}") from None
     strike = float(m["strike"].replace("D", "."))
     return ParsedInstrument(
         underlying=m["und"],
@@ -192,6 +195,8 @@ def listed_expiries(as_of: pd.Timestamp) -> list[pd.Timestamp]:
 def to_utc(ts) -> pd.Timestamp:
     """A tz-aware UTC Timestamp; naive input is taken as UTC."""
     t = pd.Timestamp(ts)
+    if pd.isna(t):  # None, "", "NaT" all give NaT, which is not an instant
+        raise ValueError(f"{ts!r} is not a timestamp (missing value / NaT)")
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 

@@ -160,6 +160,8 @@ class CallSimulationConfig:
             set_(self, "initial_spot_position", max(1.0, self.contract_size))
         _check(self.initial_spot_position > 0, "initial_spot_position",
                self.initial_spot_position, "> 0 coins")
+        _check(self.initial_spot_position >= self.contract_size - 1e-12, "initial_spot_position",
+               self.initial_spot_position, f">= one lot of {self.underlying} ({self.contract_size:g} coins)")
         _check(0 < self.target_delta < 1, "target_delta", self.target_delta, "0 < delta < 1")
         _check(self.delta_tolerance >= 0, "delta_tolerance", self.delta_tolerance, ">= 0")
         _check(self.target_dte >= 1, "target_dte", self.target_dte, ">= 1 day")
