@@ -12,7 +12,7 @@ Prices are in USD per 1 coin of underlying. For Deribit's inverse (coin-settled)
 in coin is the USD price divided by the forward: :func:`inverse_price_coin`.
 
 All functions broadcast their array arguments. At ``T == 0`` or ``sigma == 0`` prices are the
-discounted intrinsic value and deltas are 1 in the money, 0 out of the money (0.5 at the money).
+discounted intrinsic value and deltas are ``e^{-rT}`` in the money, 0 out of the money (half at the money).
 
 >>> round(float(black76_price(60200.0, 70000.0, 7 / 365, 0.55)), 4)
 44.2402
@@ -129,7 +129,8 @@ def implied_vol(price, F, K, T, r=0.0, option_type="call", *, tol=1e-12, max_ite
         lo = np.where(diff < 0, sigma, lo)
         hi = np.where(diff > 0, sigma, hi)
         vega = black76_vega(F, K, T, sigma, r)
-        step = np.where(vega > 0, diff / np.where(vega > 0, vega, 1.0), np.inf)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # bisection covers vega ~ 0
+            step = np.where(vega > 0, diff / np.where(vega > 0, vega, 1.0), np.inf)
         newton = sigma - step
         inside = (newton > lo) & (newton < hi) & np.isfinite(newton)
         new_sigma = np.where(inside, newton, 0.5 * (lo + hi))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from sim.instruments import SettlementStyle, to_utc, underlying_spec
@@ -146,8 +147,10 @@ class CallSimulationConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not a timestamp: {exc}") from None
         _check(self.end > self.start, "end", str(self.end), f"after start ({self.start})")
         _check(self.timeframe in TIMEFRAMES, "timeframe", self.timeframe, ", ".join(TIMEFRAMES))
-        _check(isinstance(self.decision_interval_bars, int) and self.decision_interval_bars >= 1,
-               "decision_interval_bars", self.decision_interval_bars, "an integer >= 1")
+        every = self.decision_interval_bars
+        _check(isinstance(every, int | np.integer) and not isinstance(every, bool) and every >= 1,
+               "decision_interval_bars", every, "an integer >= 1")
+        set_(self, "decision_interval_bars", int(every))
         spec = underlying_spec(self.underlying)
         if self.settlement is None:
             set_(self, "settlement", spec.settlement)
