@@ -1,0 +1,479 @@
+"""The demo market: a synthetic, offline, fully deterministic Deribit look-alike.
+
+ALL OUTPUT IS SYNTHETIC: invented prices, vols and quotes that only look like Deribit's. It is the
+product's built-in default :class:`~sim.data_source.MarketDataSource` (``label`` says so).
+
+Model (parameters per coin in :data:`data_cache.demo_surface.COINS`):
+
+1. **Daily skeleton** for 2019-01-01 .. 2031-01-01 00:00 UTC, generated once per ``(seed, coin)``:
+   GARCH(1,1) log returns (volatility clustering) plus occasional jumps, with a drift that follows
+   a slow trend and pulls the price back to it, so levels stay plausible.
+2. **Minutes**: each UTC day's 1-minute log path is a Brownian bridge from that day's open to its
+   close (the day's jump, if any, lands at a random minute), seeded from ``(seed, coin, day)``
+   alone. A price at a given minute therefore never depends on the range or timeframe requested,
+   nor on the instance: a link opened next week shows the same numbers.
+3. **OHLC** of every timeframe is aggregated from the 1-minute points: ``open`` is the point at the
+   bar start, ``close`` the point at the bar end, ``high``/``low`` the extremes of the points in
+   between (both ends included). ``volume`` is synthetic coins traded, larger on big moves.
+4. **Options**: forward ``F = S exp(basis T)`` with a slowly varying basis of 3.5-7.5%/yr; implied
+   vol = the current GARCH vol (updated intraday), mean-reverting to the coin's long-run level over
+   the term, times ``1 + vrp``, times a smile (higher in the wings, mild put skew), clipped to
+   20%-250%. Mark = Black-76 at ``r = 0`` in the settlement unit (``/ F`` for inverse options);
+   bid/ask = Black-76 at ``iv -/+`` 1-2 vol points, one more tick each way, rounded to Deribit ticks.
+
+Determinism is bit for bit with the pinned numpy (its ``Generator`` streams may change between
+numpy versions) on a given machine (SIMD ``exp`` may differ in the last bit between CPU types).
+
+Spot prices are in USD per coin; option prices in coin per coin (inverse: BTC, ETH) or USDC per
+coin (linear: SOL, XRP, DOGE, AVAX, TRX); vol as a fraction; time to expiry in years (ACT/365).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from numpy.random import PCG64, Generator, SeedSequence
+
+from data_cache.demo_surface import (
+    COINS,
+    DAYS_PER_YEAR,
+    CoinParams,
+    DailyPath,
+    atm_vol,
+    basis_rate,
+    instant_vol,
+    inverse_tick,
+    linear_tick,
+    round_quotes,
+    simulate_daily,
+    spread_vol,
+    strike_grid,
+    strike_step,
+    surface_iv,
+)
+from sim.fees import call_payoff_per_coin
+from sim.instruments import (
+    SettlementStyle,
+    instrument_name,
+    listed_expiries,
+    parse_instrument_name,
+    to_utc,
+    underlying_spec,
+)
+from sim.pricing import black76_delta, black76_price, inverse_price_coin
+from sim.types import TIMEFRAME_MINUTES, OptionSnapshot, Timeframe, timeframe_delta
+
+DEMO_START = pd.Timestamp("2019-01-01", tz="UTC")
+DEMO_END = pd.Timestamp("2031-01-01", tz="UTC")  # the end of 2030-12-31: last instant with a price
+_RANGE_TEXT = "2019-01-01 00:00 to 2031-01-01 00:00 UTC (the demo covers 2019 through 2030)"
+_EPOCH_NS = DEMO_START.as_unit("ns").value
+_END_NS = DEMO_END.as_unit("ns").value
+_MIN_NS = 60 * 1_000_000_000
+_DAY_MIN = 1440
+_N_DAYS = (DEMO_END - DEMO_START).days
+_YEAR_NS = DAYS_PER_YEAR * 86_400e9
+_DELTA_RANGE = (0.02, 0.98)  # call deltas a chain's strikes cover
+_COLUMNS = ["open", "high", "low", "close", "volume"]
+
+
+@functools.lru_cache(maxsize=32)
+def _daily(seed: int, symbol: str) -> DailyPath:
+    return simulate_daily(COINS[symbol], seed, _N_DAYS)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _option_names(sym: str, expiry: pd.Timestamp, strike: float, settlement: SettlementStyle) -> tuple[str, str]:
+    """(call name, put name); cached because consecutive chains list mostly the same strikes."""
+    return (instrument_name(sym, expiry, strike, "call", settlement),
+            instrument_name(sym, expiry, strike, "put", settlement))
+
+
+@functools.lru_cache(maxsize=4_096)
+def _expiries_after(first_expiry_ns: int) -> tuple[pd.Timestamp, ...]:
+    """Deribit's listed expiries when the next 08:00 UTC expiry is ``first_expiry_ns``.
+
+    ``listed_expiries(as_of)`` depends on ``as_of`` only through that next expiry (every expiry
+    is at 08:00 UTC and those at or before ``as_of`` are not listed), so it is cached by it.
+    """
+    return tuple(listed_expiries(pd.Timestamp(first_expiry_ns - _MIN_NS, tz="UTC")))
+
+
+def _ns(value, name: str) -> int:
+    """Nanoseconds since the Unix epoch of a timestamp inside the demo range (naive = UTC)."""
+    try:
+        ts = to_utc(value)
+        ns = ts.as_unit("ns").value
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name}={value!r} is not a timestamp in the demo range {_RANGE_TEXT}: {exc}") from None
+    if not _EPOCH_NS <= ns <= _END_NS:
+        raise ValueError(f"{name}={ts.isoformat()} is outside the demo market; allowed: {_RANGE_TEXT}")
+    return ns
+
+
+def _utc_index(ns: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]"), tz="UTC")
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({c: np.empty(0) for c in _COLUMNS}, index=_utc_index(np.empty(0, dtype=np.int64)))
+
+
+def _aggregate(points: np.ndarray, minutes_per_bar: int):
+    """Bar open/high/low/close from 1-minute points (``n_bars * m + 1`` of them), no Python loop."""
+    m = minutes_per_bar
+    body = points[:-1].reshape(-1, m)
+    close = points[m::m]
+    return body[:, 0], np.maximum(body.max(axis=1), close), np.minimum(body.min(axis=1), close), close
+
+
+class DemoMarket:
+    """Synthetic Deribit-like market (``MarketDataSource``); see the module docstring for the model.
+
+    ``seed`` (integer >= 0) picks one of many equally plausible histories; the same seed always
+    gives the same numbers. Underlyings: BTC, ETH (inverse) and SOL, XRP, DOGE, AVAX, TRX (linear
+    USDC). Instants from 2019-01-01 00:00 to 2031-01-01 00:00 UTC.
+    """
+
+    label = "demo market (SYNTHETIC)"
+    synthetic = True
+
+    def __init__(self, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed={seed!r} is out of range; allowed: an integer >= 0")
+        self.seed = int(seed)
+
+    def __repr__(self) -> str:
+        return f"DemoMarket(seed={self.seed})"
+
+    @property
+    def underlyings(self) -> tuple[str, ...]:
+        """Coin symbols the demo market lists."""
+        return tuple(COINS)
+
+    # ------------------------------------------------------------------------------ spot
+
+    def get_spot_ohlc(
+        self, underlying: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: Timeframe
+    ) -> pd.DataFrame:
+        """Spot OHLC in USD per coin (``volume`` in coins) for bars starting in ``[start, end)``.
+
+        ``start`` is floored to the bar grid (bars are aligned to 00:00 UTC). Both bounds must lie
+        in the demo range.
+        """
+        sym = self._symbol(underlying)
+        m0, nb, m = self._bars(start, end, timeframe)
+        if nb == 0:
+            return _empty_frame()
+        prices, _, volume = self._block(sym, m0, m0 + nb * m, want_log=False)
+        o, h, lo, c = _aggregate(prices, m)
+        frame = {"open": o, "high": h, "low": lo, "close": c, "volume": volume.reshape(nb, m).sum(axis=1)}
+        return pd.DataFrame(frame, index=_utc_index(_EPOCH_NS + (m0 + np.arange(nb) * m) * _MIN_NS))
+
+    def spot_at(self, underlying: str, times) -> np.ndarray:
+        """Spot in USD at each of ``times`` (a timestamp or array-like of them; naive = UTC).
+
+        The value is the 1-minute path at the minute containing each instant, i.e. the ``open`` of
+        that minute's 1m bar and the ``close`` of the bar before it. Returns a 1-d float array.
+        """
+        sym = self._symbol(underlying)
+        if isinstance(times, pd.Timestamp | datetime | np.datetime64 | str):
+            times = [times]
+        try:
+            idx = pd.DatetimeIndex(times)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"times={times!r} are not timestamps: {exc}") from None
+        idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+        ns = idx.as_unit("ns").asi8
+        bad = (ns < _EPOCH_NS) | (ns > _END_NS)
+        if bad.any():
+            first = idx[np.flatnonzero(bad)[0]]
+            raise ValueError(f"times contains {first.isoformat()}, outside the demo market; allowed: {_RANGE_TEXT}")
+        return self._spot_state(sym, (ns - _EPOCH_NS) // _MIN_NS)[0]
+
+    def get_settlement_price(self, underlying: str, expiry: pd.Timestamp) -> float:
+        """Delivery price in USD for an 08:00 UTC expiry.
+
+        The demo's stand-in for Deribit's 30-minute index TWAP (07:30-08:00 UTC) is the spot at
+        exactly 08:00 UTC, so option marks converge to the payoff at expiry.
+        """
+        sym = self._symbol(underlying)
+        ns = _ns(expiry, "expiry")
+        ts = to_utc(expiry)
+        if (ts.hour, ts.minute, ts.second, ts.microsecond, ts.nanosecond) != (8, 0, 0, 0, 0):
+            raise ValueError(f"expiry={ts.isoformat()} is not an expiry; allowed: a date at 08:00:00 UTC")
+        return float(self._spot_state(sym, np.array([(ns - _EPOCH_NS) // _MIN_NS]))[0][0])
+
+    # ------------------------------------------------------------------------------ options
+
+    def list_option_chain(
+        self, underlying: str, as_of: pd.Timestamp,
+        expiry_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    ) -> list[OptionSnapshot]:
+        """Calls and puts listed at ``as_of`` (Deribit's expiry calendar), priced at ``as_of``.
+
+        Sorted by expiry, strike, then call before put. ``expiry_range`` (inclusive) keeps only
+        expiries inside it. Strikes per expiry: multiples of a Deribit-like step (finer for near
+        expiries) from the first strike with call delta below 0.02 to the last above 0.98, and
+        always the strikes within one step of the forward. Prices in the settlement unit per coin,
+        ``underlying_price`` the forward and ``index_price`` the spot (USD), ``iv`` a fraction.
+        """
+        sym = self._symbol(underlying)
+        p = COINS[sym]
+        settlement = underlying_spec(sym).settlement
+        t_ns = _ns(as_of, "as_of")
+        as_of_ts = to_utc(as_of)
+        midnight = t_ns - (t_ns - _EPOCH_NS) % (_DAY_MIN * _MIN_NS)
+        first = midnight + 8 * 60 * _MIN_NS
+        expiries = list(_expiries_after(first if first > t_ns else first + _DAY_MIN * _MIN_NS))
+        if expiry_range is not None:
+            lo, hi = (to_utc(x) for x in expiry_range)
+            expiries = [e for e in expiries if lo <= e <= hi]
+        if not expiries:
+            return []
+        spot, sigma = self._state_at(sym, np.array([(t_ns - _EPOCH_NS) // _MIN_NS]))
+        spot, sigma = spot[0], sigma[0]
+
+        # Candidate strikes per expiry, generously wide; the delta filter below trims them but
+        # keeps the strikes within one step of the forward (the only ones for an expiry minutes away).
+        exp_ns = np.array([e.as_unit("ns").value for e in expiries], dtype=np.int64)
+        T = (exp_ns - t_ns) / _YEAR_NS
+        fwd = spot * np.exp(basis_rate(p, (t_ns - _EPOCH_NS) / _YEAR_NS) * T)
+        atm = atm_vol(sigma, p.vol, T, p.vrp)
+        w = atm * (1.0 + 9.0 * p.curvature) * np.sqrt(T)  # widest smile: log-moneyness per unit d1
+        lo_k, hi_k = fwd * np.exp(-2.2 * w), fwd * np.exp(2.2 * w + 0.5 * w * w)  # call delta ~0.99 / ~0.01
+        strikes, which, steps = [], [], []
+        for i in range(len(expiries)):  # ~15 expiries: one grid each
+            step = strike_step(float(spot), float(atm[i]), float(T[i]))
+            unit = step[0] * 10.0 ** step[1]
+            ks = strike_grid(float(spot), lo_k[i] - unit, hi_k[i] + unit, step)
+            strikes.append(ks)
+            which.append(np.full(len(ks), i))
+            steps.append(np.full(len(ks), unit))
+        K, ei, step_k = np.concatenate(strikes), np.concatenate(which), np.concatenate(steps)
+
+        mark_c, F, Tk, iv, x = self._model(p, spot, t_ns, sigma, K, exp_ns[ei], settlement, "call")
+        delta_c = black76_delta(F, K, Tk, iv, 0.0, "call")
+        inside = (delta_c >= _DELTA_RANGE[0]) & (delta_c <= _DELTA_RANGE[1])
+        same_expiry = ei[1:] == ei[:-1]
+        keep = inside | (np.abs(K - F) <= step_k)
+        keep[1:] |= inside[:-1] & same_expiry  # one strike beyond each end, so the range is covered
+        keep[:-1] |= inside[1:] & same_expiry
+        K, ei, mark_c, F, Tk, iv, x, delta_c = (a[keep] for a in (K, ei, mark_c, F, Tk, iv, x, delta_c))
+        mark_p = self._price(F, K, Tk, iv, settlement, "put")
+        delta_p = black76_delta(F, K, Tk, iv, 0.0, "put")
+        quotes = [self._quotes(F, K, Tk, iv, x, mark, settlement, spot, kind)
+                  for mark, kind in ((mark_c, "call"), (mark_p, "put"))]
+
+        cols = [a.tolist() for a in (K, ei, F, iv, mark_c, delta_c, mark_p, delta_p)]
+        (bc, ac), (bp, ap) = (([None if math.isnan(b) else b for b in bid.tolist()], ask.tolist())
+                              for bid, ask in quotes)
+        s = float(spot)
+        out: list[OptionSnapshot] = []
+        for j, (k, i, f, v, mc, dc, mp, dp) in enumerate(zip(*cols, strict=True)):
+            e = expiries[i]
+            call_name, put_name = _option_names(sym, e, k, settlement)
+            out.append(OptionSnapshot(call_name, sym, k, e, "call", as_of_ts, bc[j], ac[j], mc, v, dc, f, s,
+                                      settlement, "model"))
+            out.append(OptionSnapshot(put_name, sym, k, e, "put", as_of_ts, bp[j], ap[j], mp, v, dp, f, s,
+                                      settlement, "model"))
+        return out
+
+    def get_option_ohlc(
+        self, instrument_name: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: Timeframe
+    ) -> pd.DataFrame:
+        """The option's mark OHLC in its settlement unit per coin for bars starting in ``[start, end)``.
+
+        Marks use the same forward and surface as :meth:`list_option_chain`, so the ``close`` of
+        the bar ending at ``t`` equals the chain's ``mark_price`` at ``t``. From the expiry on, the
+        value is the payoff at :meth:`get_settlement_price`. ``high``/``low`` are the extremes of
+        the open, the close and the marks at the bar's spot high and low (at both bar ends): exact
+        where marks move monotonically with spot, an approximation otherwise. ``volume`` is 0.
+        Any positive strike and any expiry can be priced, listed in a chain or not.
+        """
+        parsed = parse_instrument_name(instrument_name)
+        if parsed.underlying not in COINS:
+            raise ValueError(f"instrument_name={instrument_name!r}: underlying {parsed.underlying!r} is not in "
+                             f"the demo market; allowed: {', '.join(COINS)}")
+        if parsed.strike <= 0:
+            raise ValueError(f"instrument_name={instrument_name!r}: strike must be > 0")
+        sym, p = parsed.underlying, COINS[parsed.underlying]
+        m0, nb, m = self._bars(start, end, timeframe)
+        if nb == 0:
+            return _empty_frame()
+        prices, logs, _ = self._block(sym, m0, m0 + nb * m, want_log=True)
+        s_open, s_high, s_low, s_close = _aggregate(prices, m)
+        minutes = m0 + np.arange(nb + 1) * m  # bar boundaries
+        sigma = self._sigma(sym, minutes, logs[::m])
+        t_ns = _EPOCH_NS + minutes * _MIN_NS
+        exp_ns = parsed.expiry.as_unit("ns").value
+        K, settlement, kind = parsed.strike, parsed.settlement, parsed.option_type
+
+        payoff = None
+        if t_ns[-1] >= exp_ns:  # some bar instants at or after expiry: there the value is the payoff
+            exp_minute = (exp_ns - _EPOCH_NS) // _MIN_NS
+            settle = (prices[exp_minute - m0] if exp_minute >= m0  # the same number, already at hand
+                      else self.get_settlement_price(sym, parsed.expiry))
+            payoff = self._payoff(float(settle), K, settlement, kind)
+
+        def mark(spot, at):  # at: the bar opens (boundaries [:-1]) or closes ([1:])
+            value = self._model(p, spot, t_ns[at], sigma[at], K, exp_ns, settlement, kind)[0]
+            return value if payoff is None else np.where(t_ns[at] >= exp_ns, payoff, value)
+
+        opens, closes = slice(0, nb), slice(1, nb + 1)
+        o, c = mark(s_open, opens), mark(s_close, closes)
+        extremes = np.stack([o, c] + [mark(s, at) for s in (s_high, s_low) for at in (opens, closes)])
+        high, low = extremes.max(axis=0), extremes.min(axis=0)
+        frame = {"open": o, "high": high, "low": low, "close": c, "volume": np.zeros(nb)}
+        return pd.DataFrame(frame, index=_utc_index(t_ns[opens]))
+
+    def implied_vol(self, underlying: str, as_of: pd.Timestamp, strike, expiry: pd.Timestamp) -> np.ndarray:
+        """The surface's implied vol (fraction) at ``as_of`` for strikes (USD) of one expiry."""
+        sym = self._symbol(underlying)
+        t_ns = _ns(as_of, "as_of")
+        spot, sigma = self._state_at(sym, np.array([(t_ns - _EPOCH_NS) // _MIN_NS]))
+        exp_ns = to_utc(expiry).as_unit("ns").value
+        K = np.atleast_1d(np.asarray(strike, dtype=float))
+        return self._model(COINS[sym], spot[0], t_ns, sigma[0], K, exp_ns, "linear", "call")[3]
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _symbol(self, underlying: str) -> str:
+        sym = underlying.strip().upper() if isinstance(underlying, str) else underlying
+        if sym not in COINS:
+            raise ValueError(f"underlying={underlying!r} is not in the demo market; allowed: {', '.join(COINS)}")
+        return sym
+
+    @staticmethod
+    def _bars(start, end, timeframe) -> tuple[int, int, int]:
+        """(first bar's minute index since 2019-01-01, number of bars, minutes per bar)."""
+        timeframe_delta(timeframe)  # validates, naming the field
+        m = TIMEFRAME_MINUTES[timeframe]
+        s_ns, e_ns = _ns(start, "start"), _ns(end, "end")
+        if e_ns < s_ns:
+            raise ValueError(f"end={to_utc(end).isoformat()} is before start={to_utc(start).isoformat()}")
+        m0 = (s_ns - _EPOCH_NS) // (m * _MIN_NS) * m
+        nb = -(-(e_ns - _EPOCH_NS - m0 * _MIN_NS) // (m * _MIN_NS))
+        return int(m0), int(nb), m
+
+    def _day_paths(self, sym: str, days: np.ndarray, want_volume: bool):
+        """Log USD prices at minutes 0..1439 of each day, shape ``(len(days), 1440)``, and the volume
+        (coins) of each 1-minute bar (or None). Day ``d`` depends on ``(seed, coin, d)`` only.
+
+        Each day is a Brownian bridge from the day's open to its close (log), with the GARCH
+        variance of the day spread evenly over its minutes and the day's jump at its minute.
+        """
+        p, dp = COINS[sym], _daily(self.seed, sym)
+        n = len(days)
+        z = np.empty((n, _DAY_MIN))
+        # Day d's normals come from one PCG64 stream advanced to d * 2^40: independent of the
+        # other days, and much cheaper than seeding a generator per day.
+        bits = PCG64(SeedSequence([self.seed, p.coin_id, 1]))
+        base, gen = bits.state, Generator(bits)
+        for i, d in enumerate(days.tolist()):
+            bits.state = base
+            bits.advance(d << 40)
+            gen.standard_normal(out=z[i])
+        volume = None
+        if want_volume:
+            activity = p.volume_per_minute * np.sqrt(dp.variance[days] * DAYS_PER_YEAR) / p.vol
+            volume = np.abs(z)
+            volume += 0.5
+            volume *= activity[:, None]
+        sd = np.sqrt(dp.variance[days] / _DAY_MIN)  # diffusive std per minute
+        x = np.empty((n, _DAY_MIN))
+        x[:, 0] = 0.0
+        np.cumsum(z[:, :-1], axis=1, out=x[:, 1:])  # x[:, k] = W(k) / sd, W(0) = 0
+        log_open, jump = dp.log_close[days], dp.jump[days]
+        to_close = dp.log_close[days + 1] - log_open - jump - sd * (x[:, -1] + z[:, -1])
+        x *= sd[:, None]
+        x += (np.arange(_DAY_MIN) / _DAY_MIN) * to_close[:, None]
+        x += log_open[:, None]
+        for i in np.flatnonzero(jump):  # ~2% of days: the day's jump at its minute
+            k = dp.jump_minute[days[i]]
+            x[i, k:] += jump[i]
+            if volume is not None:
+                volume[i, k - 1] *= 20.0
+        return x, volume
+
+    def _block(self, sym: str, m0: int, m1: int, want_log: bool):
+        """1-minute points from minute ``m0`` to ``m1`` inclusive (indices since 2019-01-01):
+        prices (USD), log prices (or None) and per-minute volume (coins, ``m1 - m0`` values).
+        """
+        dp = _daily(self.seed, sym)
+        d0, d1 = m0 // _DAY_MIN, (m1 - 1) // _DAY_MIN
+        days = np.arange(d0, d1 + 1)
+        n = len(days)
+        x, volume = self._day_paths(sym, days, want_volume=True)
+        prices = np.empty(n * _DAY_MIN + 1)
+        grid = prices[:-1].reshape(n, _DAY_MIN)
+        np.exp(x, out=grid)
+        grid[:, 0] = dp.price[days]  # midnights come from the daily skeleton, bit for bit
+        prices[-1] = dp.price[d1 + 1]
+        sl = slice(m0 - d0 * _DAY_MIN, m1 - d0 * _DAY_MIN + 1)
+        logs = np.append(x.ravel(), dp.log_close[d1 + 1])[sl] if want_log else None
+        return prices[sl], logs, volume.ravel()[sl.start:sl.stop - 1]
+
+    def _spot_state(self, sym: str, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(price USD, log price) at arbitrary minute indices since 2019-01-01."""
+        dp = _daily(self.seed, sym)
+        days, k = np.divmod(minutes, _DAY_MIN)
+        price, logs = dp.price[days].copy(), dp.log_close[days].copy()
+        inner = k != 0
+        if inner.any():
+            uniq, inv = np.unique(days[inner], return_inverse=True)
+            x, _ = self._day_paths(sym, uniq, want_volume=False)
+            px = np.exp(x)
+            price[inner], logs[inner] = px[inv, k[inner]], x[inv, k[inner]]
+        return price, logs
+
+    def _sigma(self, sym: str, minutes: np.ndarray, logs: np.ndarray) -> np.ndarray:
+        """GARCH vol (fraction per year) at minute indices, given the log prices there."""
+        dp = _daily(self.seed, sym)
+        days, k = np.divmod(minutes, _DAY_MIN)
+        return instant_vol(dp.variance[days], dp.drift[days], dp.log_close[days], logs, k / _DAY_MIN, dp.omega)
+
+    def _state_at(self, sym: str, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        price, logs = self._spot_state(sym, minutes)
+        return price, self._sigma(sym, minutes, logs)
+
+    @staticmethod
+    def _price(F, K, T, iv, settlement: SettlementStyle, kind: Literal["call", "put"]):
+        """Black-76 (r = 0) in the settlement unit: coin (inverse, / F) or USDC per coin (linear)."""
+        if settlement == "inverse":
+            return inverse_price_coin(F, K, T, iv, 0.0, kind)
+        return black76_price(F, K, T, iv, 0.0, kind)
+
+    def _model(self, p: CoinParams, spot, t_ns, sigma, K, exp_ns, settlement, kind):
+        """Mark (settlement unit), forward (USD), T (years), iv (fraction), moneyness x at instants.
+
+        The one pricing path shared by the chain and the option OHLC.
+        """
+        T = (exp_ns - t_ns) / _YEAR_NS
+        F = spot * np.exp(basis_rate(p, (t_ns - _EPOCH_NS) / _YEAR_NS) * T)
+        iv, x = surface_iv(sigma, p, F, K, T)
+        return self._price(F, K, T, iv, settlement, kind), F, T, iv, x
+
+    def _quotes(self, F, K, T, iv, x, mark, settlement, spot, kind):
+        """(bid with nan where below one tick, ask): Black-76 at ``iv -/+ spread`` plus one tick."""
+        half = spread_vol(x)
+        lo = self._price(F, K, T, np.maximum(iv - half, 0.01), settlement, kind)
+        hi = self._price(F, K, T, iv + half, settlement, kind)
+        if settlement == "inverse":
+            tick_of = inverse_tick
+        else:
+            tick = linear_tick(float(spot))
+            tick_of = functools.partial(np.full_like, fill_value=tick)
+        return round_quotes(lo - tick_of(mark), hi + tick_of(mark), mark, tick_of)
+
+    @staticmethod
+    def _payoff(settle: float, K: float, settlement: SettlementStyle, kind: str) -> float:
+        """Value at expiry per coin in the settlement unit."""
+        if kind == "call":
+            return float(call_payoff_per_coin(settle, K, settlement))
+        intrinsic = max(K - settle, 0.0)
+        return intrinsic / settle if settlement == "inverse" else intrinsic
