@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from typing import Literal
 
@@ -77,6 +79,7 @@ _MIN_NS = 60 * 1_000_000_000
 _DAY_MIN = 1440
 _N_DAYS = (DEMO_END - DEMO_START).days
 _YEAR_NS = DAYS_PER_YEAR * 86_400e9
+_DAY_CACHE_DAYS = 1_100  # about 3 years of minute paths, ~25 MiB per instance
 _DELTA_RANGE = (0.02, 0.98)  # call deltas a chain's strikes cover
 _COLUMNS = ["open", "high", "low", "close", "volume"]
 
@@ -146,6 +149,8 @@ class DemoMarket:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"seed={seed!r} is out of range; allowed: an integer >= 0")
         self.seed = int(seed)
+        self._day_cache: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._day_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DemoMarket(seed={self.seed})"
@@ -361,6 +366,31 @@ class DemoMarket:
         return int(m0), int(nb), m
 
     def _day_paths(self, sym: str, days: np.ndarray, want_volume: bool):
+        """:meth:`_generate_day_paths` through a per-instance LRU cache of whole days.
+
+        A backtest asks for the same days again and again (spot, then each chain, option path and
+        settlement inside it); regenerating them was most of its time. Holds at most
+        ``_DAY_CACHE_DAYS`` days (about 23 KiB each); a lock keeps it safe across dashboard threads.
+        """
+        days = np.asarray(days, dtype=np.int64)
+        with self._day_lock:
+            cache = self._day_cache
+            missing = [d for d in dict.fromkeys(days.tolist()) if (sym, d) not in cache]
+            if missing:
+                x_new, vol_new = self._generate_day_paths(sym, np.array(missing, dtype=np.int64), True)
+                for i, d in enumerate(missing):
+                    cache[(sym, d)] = (x_new[i], vol_new[i])
+            rows = []
+            for d in days.tolist():
+                cache.move_to_end((sym, d))
+                rows.append(cache[(sym, d)])
+            while len(cache) > _DAY_CACHE_DAYS:
+                cache.popitem(last=False)
+        x = np.stack([r[0] for r in rows]) if rows else np.empty((0, _DAY_MIN))
+        volume = np.stack([r[1] for r in rows]) if want_volume and rows else None
+        return x, volume
+
+    def _generate_day_paths(self, sym: str, days: np.ndarray, want_volume: bool):
         """Log USD prices at minutes 0..1439 of each day, shape ``(len(days), 1440)``, and the volume
         (coins) of each 1-minute bar (or None). Day ``d`` depends on ``(seed, coin, d)`` only.
 

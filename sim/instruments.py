@@ -146,10 +146,14 @@ def _last_friday(year: int, month: int) -> pd.Timestamp:
 
 
 def expiry_kind(expiry: pd.Timestamp) -> ExpiryKind:
-    """Classify an 08:00 UTC expiry the way Deribit lists it."""
+    """Classify an 08:00 UTC expiry the way Deribit lists it.
+
+    Fridays are weeklies, the last Friday of a month (no Friday a week later in the same month)
+    a monthly, and of March/June/September/December a quarterly; every other day is a daily.
+    """
     if expiry.weekday() != 4:
         return "daily"
-    if expiry.normalize() == _last_friday(expiry.year, expiry.month).normalize():
+    if (expiry + pd.Timedelta(days=7)).month != expiry.month:
         return "quarterly" if expiry.month in (3, 6, 9, 12) else "monthly"
     return "weekly"
 

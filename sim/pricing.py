@@ -33,6 +33,10 @@ def _phi(x):
 
 
 def _sign(option_type):
+    if option_type == "call" if isinstance(option_type, str) else False:
+        return 1.0
+    if isinstance(option_type, str) and option_type == "put":
+        return -1.0
     ot = np.asarray(option_type)
     if ot.dtype.kind not in "US":
         raise ValueError(f"option_type={option_type!r}; allowed: 'call' or 'put'")

@@ -47,6 +47,11 @@ from sim.types import (
 ProgressCallback = Callable[[float, str], None]
 
 
+def _ns(index: pd.DatetimeIndex) -> np.ndarray:
+    """Nanoseconds since the epoch (pandas 3 indexes may be in s/ms/us units)."""
+    return index.as_unit("ns").asi8
+
+
 class NoCandidateError(LookupError):
     """No call inside the DTE and delta bands at a decision time; ``nearest`` lists the closest calls."""
 
@@ -117,11 +122,10 @@ class CoveredCallSimulator:
         return self._market
 
     def _generate_decision_times(self) -> pd.DatetimeIndex:
-        """Decision instants: ``start`` then every ``decision_interval_bars`` bars, up to ``end``."""
+        """Decision instants: ``start`` (rounded up to the bar grid) then every ``decision_interval_bars``
+        bars, up to ``end``."""
         cfg = self.config
-        step = cfg.bar * cfg.decision_interval_bars
-        n = int((cfg.end - cfg.start) // step) + 1
-        return pd.DatetimeIndex([cfg.start + k * step for k in range(n)])
+        return pd.date_range(cfg.start.ceil(cfg.bar), cfg.end, freq=cfg.bar * cfg.decision_interval_bars)
 
     def _build_state(self, t: pd.Timestamp, spot: float, coins: float, cash_usd: float,
                      open_instrument: str | None = None, liability_usd: float = 0.0) -> State:
@@ -196,14 +200,19 @@ class CoveredCallSimulator:
 
     def _marks(self, name: str, t_open: pd.Timestamp, t_close: pd.Timestamp, times: pd.DatetimeIndex,
                open_mark: float) -> np.ndarray:
-        """The option's mark (settlement unit per coin) at ``times``, strictly between open and close."""
+        """The option's mark (settlement unit per coin) at ``times``, strictly between open and close.
+
+        Each instant takes the close of the latest option bar ending at or before it (a gap in a
+        real source's bars carries the last mark forward; before the first bar, the mark at sale).
+        """
         cfg = self.config
         if len(times) == 0:
             return np.empty(0)
         ohlc = self.source.get_option_ohlc(name, t_open, t_close, cfg.timeframe)
-        closes = pd.Series(ohlc["close"].to_numpy(dtype=float), index=ohlc.index + cfg.bar)
-        marks = closes.reindex(times).ffill().fillna(open_mark)
-        return marks.to_numpy()
+        closes = ohlc["close"].to_numpy(dtype=float)
+        close_ns = _ns(ohlc.index) + cfg.bar.value
+        pos = np.searchsorted(close_ns, _ns(times), side="right") - 1
+        return np.where(pos >= 0, closes[np.maximum(pos, 0)] if len(closes) else open_mark, open_mark)
 
     def _leg(self, option: OptionSnapshot, size: float, market: _Market, buyback_at: pd.Timestamp | None,
              note: str = "") -> _Leg:
@@ -255,18 +264,21 @@ class CoveredCallSimulator:
         premium_net = size * (price - fee_open)
         covered = size * spot_path + premium_net * unit - call_value_usd
         covered_close = size * s_close + pnl_vs_hodl
-        path_times = market.times[j_open:j_open + len(mark_path)].append(pd.DatetimeIndex([t_close]))
+        n_path = len(mark_path)
+        path_ns = np.append(_ns(market.times[j_open:j_open + n_path]), t_close.as_unit("ns").value)
+        covered_path = np.append(covered, covered_close)
+        hodl_path = np.append(size * spot_path, size * s_close)
         path = pd.DataFrame(
             {
                 "spot": np.append(spot_path, s_close),
                 "call_mark": np.append(mark_path, close_price),
                 "call_value_usd": np.append(call_value_usd, size * close_price * to_usd_close),
-                "covered_usd": np.append(covered, covered_close),
-                "hodl_usd": np.append(size * spot_path, size * s_close),
+                "covered_usd": covered_path,
+                "hodl_usd": hodl_path,
+                "covered_vs_hodl_usd": covered_path - hodl_path,
             },
-            index=path_times,
+            index=pd.DatetimeIndex(path_ns.view("datetime64[ns]"), tz="UTC"),
         )
-        path["covered_vs_hodl_usd"] = path["covered_usd"] - path["hodl_usd"]
 
         fees_coin = size * (fee_open / (1.0 if inverse else s_open) + fee_close / (1.0 if inverse else s_close))
         fees_usd = size * (fee_open * to_usd_open + fee_close * to_usd_close)
@@ -284,7 +296,7 @@ class CoveredCallSimulator:
             fees_coin=fees_coin, fees_usd=fees_usd,
             delivery_fee_coin=size * fee_close / (1.0 if inverse else s_close) if expired else 0.0,
             pnl=pnl, pnl_coin=pnl_vs_hodl / s_close, pnl_vs_hodl=pnl_vs_hodl,
-            max_drawdown_pct=max_drawdown_pct(path["covered_usd"].to_numpy()),
+            max_drawdown_pct=max_drawdown_pct(covered_path),
             assigned=bool(expired and close_price > 0), settlement=cfg.settlement,
             price_source=option.price_source, notes="; ".join(notes),
         )

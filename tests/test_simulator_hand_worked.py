@@ -181,3 +181,11 @@ def test_custom_policy_must_return_a_candidate():
 
     with pytest.raises(TypeError, match="policy returned"):
         CoveredCallSimulator(market, btc_config()).simulate_policy(bad_policy)
+
+
+def test_start_off_the_bar_grid_decides_from_the_next_bar():
+    market = btc_market(settle=65_000.0)
+    cfg = btc_config(start=OPEN + pd.Timedelta(minutes=30), end=OPEN + pd.Timedelta(hours=3))
+    result = CoveredCallSimulator(market, cfg).simulate_policy()
+    assert result.trades[0].open_time == OPEN + pd.Timedelta(hours=1)
+    assert result.equity_curve.index[0] == OPEN    # the curve starts at the bar holding `start`
