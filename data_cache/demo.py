@@ -507,3 +507,8 @@ class DemoMarket:
             return float(call_payoff_per_coin(settle, K, settlement))
         intrinsic = max(K - settle, 0.0)
         return intrinsic / settle if settlement == "inverse" else intrinsic
+
+
+def source_from_args(args=None) -> DemoMarket:
+    """The demo market for the CLI/dashboard registry (:mod:`data_cache.sources`); takes no options."""
+    return DemoMarket()

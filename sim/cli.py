@@ -22,11 +22,13 @@ from typing import Any
 
 import pandas as pd
 
+from sim.data_source import DataSourceError
 from sim.policies import BUILTIN_POLICIES, load_policy
 from sim.simulator import CoveredCallSimulator, NoCandidateError
 from sim.types import TIMEFRAMES, CallSimulationConfig, SimulationResult, TradePath
 
-SOURCES: dict[str, str] = {"demo": "data_cache.demo:DemoMarket"}
+SOURCES: tuple[str, ...] = ("demo", "deribit", "files")
+SOURCE_REGISTRY = "data_cache.sources:make_source"
 
 # Config field -> flag, so validation messages name what the user typed.
 FIELD_FLAGS: dict[str, str] = {
@@ -35,7 +37,7 @@ FIELD_FLAGS: dict[str, str] = {
     "contract_size": "--contract-size", "fee_rate": "--fee-rate", "risk_free_rate": "--risk-free-rate",
     "target_dte": "--dte", "dte_tolerance": "--dte-tol", "target_delta": "--delta",
     "delta_tolerance": "--delta-tol", "fill_model": "--fill", "fill_fraction": "--fill",
-    "delivery_fee_rate": "--delivery-fee-rate", "settlement": "--settlement",
+    "delivery_fee_rate": "--delivery-fee-rate", "settlement": "--settlement-style",
 }
 
 
@@ -72,8 +74,9 @@ def _fill(text: str) -> tuple[str, float]:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("market and rule")
-    g.add_argument("--source", default="demo", choices=sorted(SOURCES),
-                   help="market data source (default: demo, the built-in synthetic market)")
+    g.add_argument("--source", default="demo", choices=SOURCES,
+                   help="market data source: demo (default, built-in synthetic market, no network), "
+                        "deribit (public API, cached on disk) or files (chain CSV files)")
     g.add_argument("--underlying", default="BTC", help="coin, e.g. BTC, ETH (inverse), SOL, XRP (USDC linear)")
     g.add_argument("--timeframe", default="1h", choices=TIMEFRAMES, help="bar length for marking (default 1h)")
     g.add_argument("--dte", type=float, default=7.0, help="target days to expiry (default 7)")
@@ -86,8 +89,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="fee on in-the-money expiry, fraction of the underlying (default 0.00015)")
     g.add_argument("--fill", type=_fill, default=("bid", 1.0),
                    help="sell at: bid (default), mid, or a fraction 0-1 of the half-spread given up")
-    g.add_argument("--settlement", choices=["inverse", "linear"], default=None,
+    g.add_argument("--settlement-style", dest="settlement_style", choices=["inverse", "linear"], default=None,
                    help="override settlement style (default: inverse for BTC/ETH, linear USDC otherwise)")
+    d = p.add_argument_group("data source options")
+    d.add_argument("--chain", metavar="PATH", default=None,
+                   help="files: option-chain CSV (plain or .gz; Tardis options_chain, Deribit snapshot, OptionsDX)")
+    d.add_argument("--chain-format", default=None, choices=["tardis", "deribit_snapshot", "optionsdx"],
+                   help="files: chain layout (default: detected from the header)")
+    d.add_argument("--spot", metavar="PATH", default=None, help="files: spot OHLC CSV")
+    d.add_argument("--settlement", metavar="PATH", default=None, help="files: delivery-price CSV")
+    d.add_argument("--deribit-url", default=None,
+                   help="deribit: main API base URL (default $DERIBIT_BASE_URL or https://www.deribit.com)")
+    d.add_argument("--deribit-history-url", default=None,
+                   help="deribit: history API base URL (default $DERIBIT_HISTORY_URL or https://history.deribit.com)")
+    d.add_argument("--cache-dir", default=None,
+                   help="disk cache folder (default $COVERED_CALL_CACHE_DIR or the user cache directory)")
+    d.add_argument("--no-cache", action="store_true", help="do not read or write the disk cache")
     g.add_argument("--json", metavar="FILE", default=None, help="write JSON to FILE ('-' for stdout)")
 
 
@@ -119,10 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_source(name: str):
-    """Instantiate a data source by its CLI name."""
-    module_name, _, cls = SOURCES[name].partition(":")
-    return getattr(importlib.import_module(module_name), cls)()
+def make_source(name: str, args: argparse.Namespace | None = None):
+    """Instantiate a data source by its CLI name through ``data_cache.sources`` (imported by name so
+    the core never depends on ``data_cache``)."""
+    module_name, _, func = SOURCE_REGISTRY.partition(":")
+    return getattr(importlib.import_module(module_name), func)(name, args)
 
 
 def config_from_args(args: argparse.Namespace) -> CallSimulationConfig:
@@ -139,7 +157,7 @@ def config_from_args(args: argparse.Namespace) -> CallSimulationConfig:
         decision_interval_bars=every, initial_spot_position=position, fee_rate=args.fee_rate,
         delivery_fee_rate=args.delivery_fee_rate, risk_free_rate=rfr, target_dte=args.dte,
         dte_tolerance=args.dte_tol, target_delta=args.delta, delta_tolerance=args.delta_tol,
-        hold_to_expiry=hold, settlement=args.settlement, fill_model=fill_model, fill_fraction=fill_fraction,
+        hold_to_expiry=hold, settlement=args.settlement_style, fill_model=fill_model, fill_fraction=fill_fraction,
     )
     try:
         return CallSimulationConfig(**kwargs)
@@ -304,7 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # bad --policy
         print(f"error: --policy: {exc}", file=sys.stderr)
         return 2
-    source = make_source(args.source)
+    try:
+        source = make_source(args.source, args)
+    except (ValueError, OSError) as exc:  # a missing or malformed file, a bad URL
+        print(f"error: --source {args.source}: {exc}", file=sys.stderr)
+        return 2
     simulator = CoveredCallSimulator(source, config)
     try:
         if args.command == "what-if":
@@ -323,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # the source refused the range or underlying
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DataSourceError as exc:  # network fault or missing data, after retries
+        print(f"error: data source {args.source}: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         _write_json(backtest_json(result, source), args.json)
     if args.trades_csv:
