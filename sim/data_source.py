@@ -7,7 +7,9 @@ Conventions for every implementation:
 
 - OHLC frames have a tz-aware UTC ``DatetimeIndex`` labelled by bar **start** and columns
   ``open, high, low, close, volume``; a bar's ``close`` is the price at ``start + bar length``.
-  Rows cover bars starting in ``[start, end)``.
+  Rows cover bars starting in ``[start, end)`` and are contiguous: every bar of the range is
+  present (a source with gaps forward-fills the last price, volume 0), because the simulator
+  places bar ``j``'s close at ``index[j] + bar``.
 - Spot prices are USD per coin (the index). Option OHLC is in the option's settlement unit
   (coin per coin for inverse options, USDC per coin for linear ones).
 - ``list_option_chain`` returns every option listed at ``as_of`` (or, with ``expiry_range``,
