@@ -1,0 +1,7 @@
+"""``python -m data_cache``: see :mod:`data_cache.cli`."""
+
+import sys
+
+from data_cache.cli import main
+
+sys.exit(main())
