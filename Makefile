@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make run` (the product on the demo market) and `make test`.
+# Two entry points for a fresh machine: `make run` (the dashboard on the demo market) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,7 +16,7 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 	touch $@
 
 run: $(VENV)/.runtime
-	$(PY) -m sim backtest --underlying BTC --start 2024-01-01 --end 2024-07-01
+	$(VENV)/bin/streamlit run dashboard/app.py
 
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
@@ -24,6 +24,8 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_files.py
+	$(PY) benchmarks/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,147 @@
+"""Benchmark of the dashboard in a real browser (Playwright + Debian's Chromium); prints figures.
+
+- first view: page load until the headline metrics are shown and the run is idle, on a fresh
+  server (cold caches) and again in a new browser context (warm caches);
+- click to panel: a click on the "what if I sold here" chart until the what-if panel is shown;
+- heatmap: the 6 x 6 delta x DTE grid over a year of 1h bars, from the button to the chart, and
+  the same grid in the core alone (``sim.sweep.sweep_delta_dte``, in this process);
+- peak memory (VmHWM) of the Streamlit server process.
+
+Targets (issue #4): first view <= 3 s, click to panel <= 1 s, 6 x 6 heatmap over a year <= 5 s.
+
+Run: ``.venv/bin/python benchmarks/bench_dashboard.py`` (needs /usr/bin/chromium and playwright).
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dashboard.params import SWEEP_DELTAS, SWEEP_DTES  # noqa: E402
+from dashboard.serve import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    IDLE,
+    descendants,
+    free_port,
+    peak_rss_mb,
+    start_server,
+    stop_server,
+)
+from data_cache.demo import DemoMarket  # noqa: E402
+from sim.sweep import sweep_delta_dte  # noqa: E402
+from sim.types import CallSimulationConfig  # noqa: E402
+
+YEAR = "?start=2024-01-01&end=2025-01-01"
+
+
+def first_view(browser, url: str) -> tuple[float, float]:
+    """(seconds until the headline metrics are shown, seconds until the whole page is drawn and idle)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)
+    shown = time.perf_counter() - t0
+    page.get_by_test_id("stPlotlyChart").nth(3).locator("g.points path.point").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=60_000)
+    idle = time.perf_counter() - t0
+    context.close()
+    return shown, idle
+
+
+def click_to_panel(browser, url: str, index: int) -> float:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=60_000)
+    point = page.locator(".st-key-whatif_section").get_by_test_id("stPlotlyChart").locator("g.points path.point")
+    point = point.nth(index)
+    point.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = point.bounding_box()
+    t0 = time.perf_counter()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    shown = page.locator(".st-key-whatif_panel").get_by_test_id("stMetricValue").first
+    shown.or_(page.get_by_text("No call in the DTE and delta bands")).first.wait_for(timeout=60_000)
+    elapsed = time.perf_counter() - t0
+    context.close()
+    return elapsed
+
+
+def heatmap(browser, url: str) -> float:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_test_id("stMetricValue").first.wait_for(timeout=60_000)
+    page.wait_for_selector(IDLE, timeout=60_000)
+    button = page.get_by_role("button", name="Run the 6 × 6 grid")
+    button.scroll_into_view_if_needed()
+    t0 = time.perf_counter()
+    button.click()
+    page.get_by_role("button", name="Use best").wait_for(timeout=120_000)
+    elapsed = time.perf_counter() - t0
+    context.close()
+    return elapsed
+
+
+def main() -> None:
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    from playwright.sync_api import sync_playwright
+
+    base = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2025-01-01", timeframe="1h",
+                                decision_interval_bars=24)
+    t0 = time.perf_counter()
+    sweep_delta_dte(DemoMarket(), base, SWEEP_DELTAS, SWEEP_DTES)
+    core_sweep = time.perf_counter() - t0
+    workers = min(os.cpu_count() or 1, 4)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        t0 = time.perf_counter()
+        sweep_delta_dte(DemoMarket(), base, SWEEP_DELTAS, SWEEP_DTES, executor=pool,
+                        source_factory=functools.partial(DemoMarket, seed=0))
+        core_pool = time.perf_counter() - t0
+
+    port = free_port()
+    log = Path("/tmp") / f"bench_dashboard_{port}.log"
+    proc = start_server(port, log)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            cold, warm = first_view(browser, url), first_view(browser, url)
+            rows = [
+                ("metrics shown, fresh server (cold caches)", cold[0], 3.0),
+                ("whole page drawn, fresh server", cold[1], None),
+                ("metrics shown, new browser context (warm)", warm[0], 3.0),
+                ("whole page drawn, new browser context", warm[1], None),
+                ("click to what-if panel (new sell time)", click_to_panel(browser, url, 60), 1.0),
+                ("click to what-if panel (another time)", click_to_panel(browser, url, 120), 1.0),
+                ("6 x 6 heatmap, 1 year of 1h bars, in the page", heatmap(browser, url + YEAR), 5.0),
+            ]
+            browser.close()
+        rss = peak_rss_mb(proc.pid)
+        workers_rss = [peak_rss_mb(pid) for pid in descendants(proc.pid)]
+    finally:
+        stop_server(proc)
+    rows.append(("6 x 6 grid, core only, in one process", core_sweep, None))
+    rows.append((f"6 x 6 grid, core only, {workers} new worker processes", core_pool, 5.0))
+    print(f"{'measure':<50}{'seconds':>9}{'target':>8}")
+    for name, seconds, target in rows:
+        goal = "" if target is None else "<= " + format(target, "g")
+        missed = "  MISSED" if target is not None and seconds > target else ""
+        print(f"{name:<50}{seconds:>9.2f}{goal:>8}{missed}")
+    print(f"{'peak memory of the Streamlit server (VmHWM, MB)':<50}{rss:>9.0f}")
+    print(f"{'peak memory of its grid processes (VmHWM, MB)':<50}{sum(workers_rss):>9.0f}"
+          f"  ({len(workers_rss)} processes: " + ", ".join(f"{r:.0f}" for r in workers_rss) + ")")
+
+
+if __name__ == "__main__":
+    main()

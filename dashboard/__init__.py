@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: inputs, cached core calls, figures (see app.py)."""

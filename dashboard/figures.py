@@ -1,0 +1,224 @@
+"""Figure builders and number formats for the dashboard: pure functions, core results in, plotly out.
+
+Every axis title carries its unit; traces carry the core's numbers unchanged (no resampling), so
+tests can compare them with :class:`sim.types.SimulationResult` directly. Scatter traces stay SVG
+(``go.Scatter``) so browser tests can click their points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from sim.sweep import SWEEP_METRICS
+from sim.types import SimulationResult, TradePath
+
+TIME_AXIS = "Time (UTC)"
+COLORS = {"covered": "#1f77b4", "hodl": "#7f7f7f", "entry": "#2ca02c", "expiry": "#d62728", "strike": "#ff7f0e",
+          "beat": "#2ca02c", "lag": "#ff7f0e", "assigned": "#d62728", "sell": "#9467bd"}
+OUTCOMES = ("beat HODL", "lagged HODL", "assigned, lagged HODL")
+_MARGIN = dict(l=70, r=30, t=50, b=50)
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    """A number as the dashboard shows it: thousands separators, fixed digits, 'n/a' for NaN."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    return f"{value:,.{digits}f}"
+
+
+def headline_metrics(metrics: dict[str, float], coin: str, inverse: bool) -> list[tuple[str, str, str]]:
+    """(label with unit, formatted value, metric key) for the headline cards; coin rows for inverse options."""
+    rows = [
+        ("Total return (%)", "total_return_pct", 2), ("Excess vs HODL (pp)", "excess_return_pct", 2),
+        ("CAGR (%)", "cagr_pct", 2), ("Max drawdown (%)", "max_drawdown_pct", 2), ("Sharpe (ann.)", "sharpe", 2),
+        ("Trades", "n_trades", 0), ("Win rate vs HODL (%)", "win_rate_vs_hodl_pct", 1),
+        ("Premium collected (USD)", "premium_collected_usd", 2), ("Share assigned (%)", "assigned_share_pct", 1),
+    ]
+    if inverse:
+        rows += [
+            (f"Return in {coin} (%)", "total_return_coin_pct", 2),
+            (f"Excess vs HODL, {coin} (pp)", "excess_return_coin_pct", 2),
+            (f"CAGR in {coin} (%)", "cagr_coin_pct", 2), (f"Max drawdown in {coin} (%)", "max_drawdown_coin_pct", 2),
+            (f"Sharpe in {coin} (ann.)", "sharpe_coin", 2),
+            (f"Premium collected ({coin})", "premium_collected_coin", 6),
+        ]
+    return [(label, fmt(metrics.get(key, math.nan), digits), key) for label, key, digits in rows]
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, height: int = 380) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=_MARGIN, legend=dict(orientation="h", y=-0.18),
+                      hovermode="x")
+    fig.update_xaxes(title_text=TIME_AXIS)
+    fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def equity_figure(result: SimulationResult, unit: str = "USD") -> go.Figure:
+    """Covered-call equity vs HODL in USD or in coin, with trade entries and expiries marked."""
+    coin = result.config.underlying
+    curve = result.equity_curve
+    col, hodl_col, label = (("equity_usd", "hodl_usd", "USD") if unit == "USD"
+                            else ("equity_coin", "hodl_coin", coin))
+    fig = go.Figure()
+    fig.add_scatter(x=curve.index, y=curve[col], mode="lines", name="covered call", line=dict(color=COLORS["covered"]))
+    fig.add_scatter(x=curve.index, y=curve[hodl_col], mode="lines", name="HODL",
+                    line=dict(color=COLORS["hodl"], dash="dot"))
+    if result.trades:
+        opens = pd.DatetimeIndex([t.open_time for t in result.trades])
+        closes = pd.DatetimeIndex([t.close_time for t in result.trades])
+        for name, times, symbol, color in (("sale (entry)", opens, "triangle-up", COLORS["entry"]),
+                                           ("expiry / close", closes, "x", COLORS["expiry"])):
+            pos = np.clip(curve.index.searchsorted(times), 0, len(curve) - 1)
+            fig.add_scatter(x=times, y=curve[col].to_numpy()[pos], mode="markers", name=name,
+                            marker=dict(symbol=symbol, size=6, color=color),
+                            text=[t.instrument_name for t in result.trades], hovertemplate="%{text}<extra></extra>")
+    return _layout(fig, f"Equity: covered call vs HODL ({label})", f"Equity ({label})")
+
+
+def excess_figure(result: SimulationResult, unit: str = "USD") -> go.Figure:
+    """Covered-call equity minus HODL over time, in USD or in coin."""
+    coin = result.config.underlying
+    col, label = ("excess_usd", "USD") if unit == "USD" else ("excess_coin", coin)
+    s = result.equity_vs_hodl[col]
+    fig = go.Figure()
+    fig.add_scatter(x=s.index, y=s, mode="lines", name="covered minus HODL", fill="tozeroy",
+                    line=dict(color=COLORS["covered"]))
+    fig.add_hline(y=0, line=dict(color=COLORS["hodl"], width=1))
+    return _layout(fig, f"Excess over HODL ({label})", f"Covered minus HODL ({label})", height=280)
+
+
+def trade_outcome(pnl_vs_hodl: float, assigned: bool) -> str:
+    """One of :data:`OUTCOMES`."""
+    if pnl_vs_hodl > 0:
+        return OUTCOMES[0]
+    return OUTCOMES[2] if assigned else OUTCOMES[1]
+
+
+def drawdown_figure(result: SimulationResult) -> go.Figure:
+    """One bar per trade: its max drawdown (%) during the trade, coloured by outcome vs HODL."""
+    fig = go.Figure()
+    trades = result.trades
+    outcomes = [trade_outcome(t.pnl_vs_hodl, t.assigned) for t in trades]
+    colors = dict(zip(OUTCOMES, (COLORS["beat"], COLORS["lag"], COLORS["assigned"]), strict=True))
+    for outcome in OUTCOMES:
+        idx = [i for i, o in enumerate(outcomes) if o == outcome]
+        if not idx:
+            continue
+        fig.add_bar(x=[i + 1 for i in idx], y=[trades[i].max_drawdown_pct for i in idx], name=outcome,
+                    marker_color=colors[outcome],
+                    customdata=[[trades[i].instrument_name, f"{trades[i].open_time:%Y-%m-%d %H:%M}",
+                                 trades[i].pnl_vs_hodl] for i in idx],
+                    hovertemplate="trade %{x}: %{customdata[0]}<br>sold %{customdata[1]} UTC<br>"
+                                  "max drawdown %{y:.2f}%<br>vs HODL %{customdata[2]:,.2f} USD<extra></extra>")
+    fig.update_layout(title="Max drawdown per trade (%)", height=300, margin=_MARGIN, barmode="overlay",
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_xaxes(title_text="Trade number (in time order)")
+    fig.update_yaxes(title_text="Max drawdown during trade (%)")
+    return fig
+
+
+def spot_figure(spot: pd.Series, decisions: pd.DatetimeIndex, coin: str, sell: pd.Timestamp | None = None) -> go.Figure:
+    """Spot over the range at the decision times, each a clickable point whose customdata is its ISO time.
+
+    ``spot`` is USD at bar instants (UTC index); ``decisions`` the decision instants (one point each,
+    so the chart stays light however short the bars are).
+    """
+    fig = go.Figure()
+    pos = np.clip(spot.index.searchsorted(decisions), 0, len(spot) - 1)
+    iso = [t.strftime("%Y-%m-%dT%H:%MZ") for t in decisions]
+    fig.add_scatter(x=decisions, y=spot.to_numpy()[pos], mode="lines+markers", name=f"{coin} spot at decision times",
+                    line=dict(width=1.5, color=COLORS["covered"]), marker=dict(size=6, color=COLORS["covered"]),
+                    customdata=iso, hovertemplate="sell at %{customdata}<br>spot %{y:,.2f} USD<extra></extra>")
+    if sell is not None:
+        j = int(np.clip(spot.index.searchsorted(sell), 0, len(spot) - 1))
+        fig.add_scatter(x=[sell], y=[spot.iloc[j]], mode="markers", name="selected sale",
+                        marker=dict(size=14, symbol="star", color=COLORS["sell"]), hoverinfo="skip")
+    fig = _layout(fig, f"What if I sold here? Click a date ({coin} spot)", f"{coin} spot (USD)")
+    return fig
+
+
+def whatif_figure(tp: TradePath) -> go.Figure:
+    """One trade's path to expiry: spot and strike, the short call's value, covered vs HODL (all USD)."""
+    t, f = tp.trade, tp.frame
+    unit = t.underlying if t.settlement == "inverse" else "USDC"
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.4, 0.25, 0.35],
+                        subplot_titles=("Spot and strike (USD)", "Short call value (USD)",
+                                        "Covered position vs HODL (USD)"))
+    fig.add_scatter(x=f.index, y=f["spot"], mode="lines", name="spot", line=dict(color=COLORS["covered"]), row=1, col=1)
+    fig.add_scatter(x=[f.index[0], f.index[-1]], y=[t.strike, t.strike], mode="lines", name=f"strike {t.strike:,.6g}",
+                    line=dict(color=COLORS["strike"], dash="dash"), row=1, col=1)
+    fig.add_scatter(x=f.index, y=f["call_value_usd"], mode="lines", name="call value",
+                    customdata=f["call_mark"], line=dict(color=COLORS["expiry"]),
+                    hovertemplate="%{y:,.2f} USD (mark %{customdata:.6g} " + unit + " per coin)<extra></extra>",
+                    row=2, col=1)
+    fig.add_scatter(x=f.index, y=f["covered_usd"], mode="lines", name="covered position",
+                    line=dict(color=COLORS["entry"]), row=3, col=1)
+    fig.add_scatter(x=f.index, y=f["hodl_usd"], mode="lines", name="HODL", line=dict(color=COLORS["hodl"], dash="dot"),
+                    row=3, col=1)
+    fig.update_layout(title=f"{t.instrument_name}: path to expiry", height=640, margin=dict(l=80, r=30, t=80, b=60),
+                      legend=dict(orientation="v", x=1.02, xanchor="left", y=1.0, yanchor="top"), hovermode="x")
+    fig.update_yaxes(title_text="Spot (USD)", row=1, col=1)
+    fig.update_yaxes(title_text="Call (USD)", row=2, col=1)
+    fig.update_yaxes(title_text="Value (USD)", row=3, col=1)
+    fig.update_xaxes(title_text=TIME_AXIS, row=3, col=1)
+    return fig
+
+
+def sweep_figure(frame: pd.DataFrame, metric: str, current: tuple[float, float] | None = None) -> go.Figure:
+    """The delta x DTE grid as clickable coloured squares (customdata ``[delta, dte]``), values written in.
+
+    ``frame`` comes from :func:`sim.sweep.sweep_delta_dte`; ``current`` marks the sliders' cell.
+    """
+    label, higher = SWEEP_METRICS.get(metric, (metric, True))
+    deltas = sorted(frame["target_delta"].unique())
+    dtes = sorted(frame["target_dte"].unique())
+    values = frame["value"].to_numpy(dtype=float)
+    fig = go.Figure()
+    fig.add_scatter(
+        x=[f"{d:.2f}" for d in frame["target_delta"]], y=[f"{d:g}" for d in frame["target_dte"]],
+        mode="markers+text",
+        marker=dict(symbol="square", size=46, color=values, colorscale="RdYlGn" if higher else "RdYlGn_r",
+                    cmid=0.0 if metric.startswith("excess") else None,
+                    colorbar=dict(title=dict(text=label, side="right")), line=dict(width=1, color="white")),
+        text=[fmt(v, 2) for v in values], textfont=dict(size=11, color="black"),
+        customdata=np.column_stack([frame["target_delta"], frame["target_dte"]]),
+        hovertemplate="delta %{x}, DTE %{y} days<br>" + label + ": %{text}<extra></extra>", name=label,
+    )
+    if current is not None:
+        fig.add_scatter(x=[f"{current[0]:.2f}"], y=[f"{current[1]:g}"], mode="markers", name="current sliders",
+                        hoverinfo="skip",
+                        marker=dict(symbol="square-open", size=54, color="black", line=dict(width=3)))
+    fig.update_layout(title=f"{label} by target delta and DTE (click a cell to use it)", height=120 + 62 * len(dtes),
+                      margin=_MARGIN, showlegend=False)
+    fig.update_xaxes(title_text="Target delta N(d1)", type="category", categoryorder="array",
+                     categoryarray=[f"{d:.2f}" for d in deltas])
+    fig.update_yaxes(title_text="Target DTE (days)", type="category", categoryorder="array",
+                     categoryarray=[f"{d:g}" for d in dtes])
+    return fig
+
+
+def sweep_cell(point: dict) -> tuple[float, float] | None:
+    """(target delta, target DTE) of a clicked point of :func:`sweep_figure`, or None.
+
+    Streamlit hands a 2-element customdata back as ``{"0": delta, "1": dte}`` (a list in other
+    versions); the category labels ``x``/``y`` are the fallback.
+    """
+    if point.get("curve_number", 0) != 0:
+        return None
+    cd = point.get("customdata")
+    if isinstance(cd, dict) and {"0", "1"} <= set(cd):
+        return float(cd["0"]), float(cd["1"])
+    if isinstance(cd, list | tuple) and len(cd) == 2:
+        return float(cd[0]), float(cd[1])
+    try:
+        return float(point["x"]), float(point["y"])
+    except (KeyError, TypeError, ValueError):
+        return None
+

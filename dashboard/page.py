@@ -1,0 +1,423 @@
+"""The dashboard page (run through ``dashboard/app.py``): inputs, cached core calls, figures.
+
+This module only gathers inputs, calls cached core functions and draws. Every input is bound to a
+short URL parameter (see :mod:`dashboard.params`), and so is the clicked sell time (``sell``), so
+the address bar is a share link of the analysis.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import importlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from types import SimpleNamespace
+from urllib.parse import urlencode
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import figures, params
+from dashboard.params import DEFAULTS, Inputs
+from data_cache.sources import SOURCE_HELP, SOURCES, make_source
+from sim.data_source import DataSourceError
+from sim.simulator import CoveredCallSimulator, NoCandidateError
+from sim.sweep import SWEEP_METRICS, best_cell, sweep_delta_dte
+from sim.types import TIMEFRAMES, CallSimulationConfig, SimulationResult
+
+try:  # Streamlit's flag for "inside a cached function"; see progress_bar
+    from streamlit.runtime.scriptrunner_utils.script_run_context import (
+        in_cached_function as _IN_CACHED_FUNCTION,
+    )
+except ImportError:  # pragma: no cover - a Streamlit without it: progress only outside caches
+    _IN_CACHED_FUNCTION = None
+
+
+SWEEP_DELTAS, SWEEP_DTES = params.SWEEP_DELTAS, params.SWEEP_DTES
+SOURCE_ERRORS = (DataSourceError, ValueError, OSError, LookupError)
+
+
+# ---------------------------------------------------------------------- cached core calls
+
+@st.cache_resource(show_spinner=False)
+def available_sources() -> tuple[str, ...]:
+    """The registry's sources whose modules import (the demo market always does)."""
+    out = []
+    for name, target in SOURCES.items():
+        try:
+            importlib.import_module(target.partition(":")[0])
+        except Exception:  # noqa: BLE001 - a source being built elsewhere may not import yet
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+SOURCE_ARGS = SimpleNamespace(chain=None, spot=None, settlement=None, chain_format=None, deribit_url=None,
+                              deribit_history_url=None, cache_dir=None, no_cache=False)
+
+
+@st.cache_resource(show_spinner=False)
+def get_source(name: str):
+    """One shared data source per name (holding its disk cache, if it has one)."""
+    return make_source(name, SOURCE_ARGS)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def run_backtest(src: str, cfg: CallSimulationConfig, _progress=None) -> SimulationResult:
+    return CoveredCallSimulator(get_source(src), cfg).simulate_policy(progress=_progress)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def run_what_if(src: str, cfg: CallSimulationConfig, sell_iso: str):
+    """("ok", TradePath) or ("none", message, nearest calls as rows)."""
+    try:
+        return ("ok", CoveredCallSimulator(get_source(src), cfg).simulate_single_call(sell_iso))
+    except NoCandidateError as exc:
+        nearest = [{"instrument": o.instrument_name, "strike (USD)": o.strike,
+                    "expiry (UTC)": f"{o.expiry:%Y-%m-%d %H:%M}", "DTE (days)": round(o.dte, 2),
+                    "delta": round(o.delta, 3),
+                    "bid": o.bid} for o in exc.nearest]
+        return ("none", str(exc), nearest)
+
+
+def source_factory(name: str):
+    """A picklable recipe that builds the same source in a worker process."""
+    return functools.partial(make_source, name, SOURCE_ARGS)
+
+
+@st.cache_resource(show_spinner=False)
+def sweep_pool():
+    """Worker processes for the delta x DTE grid (None: run it in this process).
+
+    ``COVERED_CALL_SWEEP_WORKERS`` sets their number (default: CPUs, at most 4; 0 or 1 = none).
+    forkserver workers start clean, with no threads of this server copied into them, forked from a
+    server process that has the core and the demo market imported (so they start in milliseconds;
+    ``dashboard/app.py`` keeps Streamlit out of them). They start on the first grid.
+    """
+    workers = int(os.environ.get("COVERED_CALL_SWEEP_WORKERS", min(os.cpu_count() or 1, 4)))
+    if workers < 2:
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["sim.sweep", "data_cache.demo"])
+    return ProcessPoolExecutor(workers, mp_context=context)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def run_sweep(src: str, base: CallSimulationConfig, deltas: tuple, dtes: tuple, _progress=None) -> pd.DataFrame:
+    return sweep_delta_dte(get_source(src), base, deltas, dtes, progress=_progress, executor=sweep_pool(),
+                           source_factory=source_factory(src))
+
+
+def sweep_base(cfg: CallSimulationConfig) -> CallSimulationConfig:
+    """The sweep's cache key: the config without the delta and DTE the grid varies."""
+    from dataclasses import replace
+    return replace(cfg, target_delta=DEFAULTS["delta"], target_dte=float(DEFAULTS["dte"]))
+
+
+# ---------------------------------------------------------------------- callbacks
+
+def on_spot_select() -> None:
+    event = st.session_state.get("spot_chart") or {}
+    for point in (event.get("selection") or {}).get("points", []):
+        if isinstance(point.get("customdata"), str):
+            st.query_params["sell"] = point["customdata"]
+            return
+
+
+def on_sweep_select() -> None:
+    event = st.session_state.get("sweep_chart") or {}
+    for point in (event.get("selection") or {}).get("points", []):
+        cell = figures.sweep_cell(point)
+        if cell is not None:
+            use_cell(*cell)
+            return
+
+
+def use_cell(delta: float, dte: float) -> None:
+    st.session_state["delta"] = round(float(delta), 2)
+    st.session_state["dte"] = int(round(float(dte)))
+
+
+def clear_sell() -> None:
+    if "sell" in st.query_params:
+        del st.query_params["sell"]
+
+
+# ---------------------------------------------------------------------- sidebar
+
+def sidebar(sources: tuple[str, ...]) -> Inputs:
+    sb = st.sidebar
+    sb.header("Analysis")
+    q = dict(key=None, bind="query-params")
+
+    def k(name: str) -> dict:
+        return {**q, "key": name}
+
+    src = sb.selectbox("Data source (market data)", sources,
+                       help="Where prices come from: " + "; ".join(f"{s} = {SOURCE_HELP.get(s, s)}" for s in sources)
+                            + ". Other sources appear here when their modules are installed.", **k("src"))
+    u = sb.selectbox("Underlying (coin)", params.UNDERLYING_CHOICES,
+                     index=params.UNDERLYING_CHOICES.index(DEFAULTS["u"]),
+                     help="Coin held and covered. BTC and ETH options are inverse (coin-settled); the others "
+                          "are linear (USDC-settled).", **k("u"))
+    start = sb.date_input("Start date (UTC)", DEFAULTS["start"], params.DATA_FIRST, params.DATA_LAST,
+                          format="YYYY-MM-DD", help="First decision time, 00:00 UTC of this day.", **k("start"))
+    end = sb.date_input("End date (UTC)", DEFAULTS["end"], params.DATA_FIRST, params.DATA_LAST, format="YYYY-MM-DD",
+                        help="Last decision time, 00:00 UTC; a call still open then is held to expiry.", **k("end"))
+    tf = sb.selectbox("Timeframe (bar length)", TIMEFRAMES, index=TIMEFRAMES.index(DEFAULTS["tf"]),
+                      help="Bar length for marking to market: m = minutes, h = hours, d = days. "
+                           "Shorter bars are slower.", **k("tf"))
+    every = sb.number_input("Decision interval (bars)", *params.EVERY_RANGE, DEFAULTS["every"], 1,
+                            help="A decision time every this many bars from the start (24 bars of 1h = daily). "
+                                 "A call is sold only when none is open.", **k("every"))
+    dte = sb.slider("Target DTE (days)", *params.DTE_RANGE, DEFAULTS["dte"], 1,
+                    help="Days to expiry of the call to sell.", **k("dte"))
+    dte_tol = sb.slider("DTE tolerance (± days)", *params.DTE_TOL_RANGE, DEFAULTS["dte_tol"], 0.5,
+                        help="Calls expiring within target ± this many days are candidates.", **k("dte_tol"))
+    delta = sb.slider("Target delta (N(d1), 0-1)", *params.DELTA_RANGE, DEFAULTS["delta"], 0.01,
+                      help="Black delta of the call to sell; lower = further out of the money.", **k("delta"))
+    delta_tol = sb.slider("Delta tolerance (± delta)", *params.DELTA_TOL_RANGE, DEFAULTS["delta_tol"], 0.01,
+                          help="Calls with delta within target ± this are candidates; the nearest to the "
+                               "target is sold.", **k("delta_tol"))
+    fill = sb.selectbox("Fill model (bid, mid, or share of half-spread given up)", params.FILL_CHOICES,
+                        help="Sale price: bid = pay the whole half-spread; mid = pay none; a number = the mid "
+                             "minus that fraction of the half-spread (0.5 = halfway between mid and bid).",
+                        **k("fill"))
+    fee = sb.number_input("Fee rate (% of underlying per coin)", *params.FEE_RANGE, DEFAULTS["fee"], 0.005,
+                          format="%.3f", help="Trading fee in percent of the underlying's value per coin "
+                                              "(Deribit: 0.03), capped at 12.5% of the option price.", **k("fee"))
+    size = sb.number_input("Position size (coins; 0 = one lot)", *params.SIZE_RANGE, DEFAULTS["size"], 0.1,
+                           help="Coins held at the start; calls cover whole lots (0.1 BTC, 1 ETH, 10 SOL, ...). "
+                                "0 means one lot, at least 1 coin.", **k("size"))
+    return Inputs(src=src, u=u, start=start, end=end, tf=tf, every=int(every), dte=dte, dte_tol=float(dte_tol),
+                  delta=float(delta), delta_tol=float(delta_tol), fill=fill, fee=float(fee), size=float(size))
+
+
+# ---------------------------------------------------------------------- sections
+
+def progress_bar(text: str):
+    """A progress bar and a ``(fraction, message)`` callback for the core that moves it.
+
+    The callback runs inside ``st.cache_data`` functions; it updates the bar in a fresh context so
+    Streamlit does not record the update as part of the cached result (which it would replay, into a
+    bar that no longer exists, on the next cache hit).
+    """
+    bar = st.progress(0.0, text=text)
+
+    def update(fraction: float, message: str) -> None:
+        if _IN_CACHED_FUNCTION is not None:
+            _IN_CACHED_FUNCTION.set(False)
+        bar.progress(min(max(fraction, 0.0), 1.0), text=f"{text}: {message}")
+
+    def report(fraction: float, message: str) -> None:
+        if _IN_CACHED_FUNCTION is not None:  # otherwise no live progress (it would be recorded)
+            contextvars.copy_context().run(update, fraction, message)
+
+    return bar, report
+
+
+def source_error(what: str, exc: Exception, src: str) -> None:
+    hint = ("Try a shorter date range or another underlying." if src == "demo" else
+            "Check the network or the source's files, try a shorter range, or switch the data source to demo.")
+    st.error(f"{what} failed - data source '{src}': {exc}. {hint}")
+
+
+def headline(result: SimulationResult) -> None:
+    cfg = result.config
+    cards = figures.headline_metrics(result.metrics, cfg.underlying, cfg.settlement == "inverse")
+    usd, coin = cards[:9], cards[9:]
+    for row in (usd[:5], usd[5:], coin[:3], coin[3:]):
+        if not row:
+            continue
+        for col, (label, value, _key) in zip(st.columns(len(row)), row, strict=True):
+            col.metric(label, value, border=True)
+
+
+def what_if_panel(src: str, cfg: CallSimulationConfig, sell: pd.Timestamp) -> None:
+    iso = params.format_sell(sell)
+    st.subheader(f"What if I had sold at {sell:%Y-%m-%d %H:%M} UTC?")
+    with st.spinner("Simulating the call..."):
+        outcome = run_what_if(src, cfg, iso)
+    if outcome[0] == "none":
+        st.warning(f"No call in the DTE and delta bands at {sell:%Y-%m-%d %H:%M} UTC ({outcome[1]}). "
+                   "Nearest candidates below; widen the tolerances or move the targets.")
+        if outcome[2]:
+            st.dataframe(pd.DataFrame(outcome[2]), hide_index=True)
+        return
+    tp = outcome[1]
+    t = tp.trade
+    coin = t.underlying
+    rows = [
+        [("Strike (USD)", f"{t.strike:,.6g}"), ("Delta N(d1)", f"{t.delta:.3f}"), ("DTE (days)", f"{t.dte:.2f}"),
+         ("Size (coins)", f"{t.size:g}"), ("Settlement (USD)", f"{t.close_spot:,.6g}")],
+        [(f"Premium ({coin})", figures.fmt(t.premium_coin, 6)), ("Premium (USD)", figures.fmt(t.premium_usd)),
+         (f"Fees ({coin})", figures.fmt(t.fees_coin, 6)), ("Fees (USD)", figures.fmt(t.fees_usd)),
+         ("Assigned", "yes" if t.assigned else "no")],
+        [("PnL (USD)", figures.fmt(t.pnl)), ("PnL vs HODL (USD)", figures.fmt(t.pnl_vs_hodl)),
+         (f"PnL vs HODL ({coin})", figures.fmt(t.pnl_coin, 6)), ("Max drawdown (%)", figures.fmt(t.max_drawdown_pct)),
+         ("Spot at sale (USD)", f"{t.open_spot:,.6g}")],
+    ]
+    with st.container(border=True, key="whatif_panel"):
+        st.markdown(f"Sold **{t.instrument_name}** at {t.open_time:%Y-%m-%d %H:%M} UTC, expiring "
+                    f"**{t.expiry:%Y-%m-%d %H:%M} UTC**, strike **{t.strike:,.6g} USD**.")
+        for row in rows:
+            for col, (label, value) in zip(st.columns(5), row, strict=True):
+                col.metric(label, value)
+        st.plotly_chart(figures.whatif_figure(tp), key="whatif_chart")
+
+
+@st.fragment
+def what_if_section(src: str, cfg: CallSimulationConfig, result: SimulationResult) -> None:
+    """The clickable spot chart and the what-if panel; a click reruns only this fragment."""
+    sell = params.parse_sell(st.query_params.get("sell"))
+    if sell is not None and not cfg.start <= sell <= cfg.end:
+        clear_sell()
+        sell = None
+    with st.container(key="whatif_section"):
+        st.header("What if I sold here?")
+        curve = result.equity_curve
+        spot = curve["spot"][curve.index <= cfg.end]
+        decisions = pd.date_range(cfg.start.ceil(cfg.bar), cfg.end, freq=cfg.bar * cfg.decision_interval_bars)
+        st.plotly_chart(figures.spot_figure(spot, decisions, cfg.underlying, sell), key="spot_chart",
+                        on_select=on_spot_select, selection_mode="points")
+        if sell is None:
+            st.info("Click a date on the chart to see the call the rule would sell then, held to expiry.")
+        else:
+            st.button("Clear the selected sell time", on_click=clear_sell, key="clear_sell",
+                      help="Removes the sell time from the page and from the link.")
+            try:
+                what_if_panel(src, cfg, sell)
+            except SOURCE_ERRORS as exc:
+                source_error("The what-if", exc, src)
+        share_link()
+
+
+def sweep_section(src: str, cfg: CallSimulationConfig) -> None:
+    st.header("Tune delta and DTE")
+    short = st.selectbox("Heatmap metric (excess in pp, Sharpe, drawdown in %)", tuple(params.METRIC_CHOICES),
+                         key="metric", bind="query-params",
+                         help="What each square shows, from one full backtest of the current range per cell: "
+                              + "; ".join(f"{k} = {SWEEP_METRICS[m][0]}" for k, m in params.METRIC_CHOICES.items()))
+    metric = params.METRIC_CHOICES[short]
+    base = sweep_base(cfg)
+    wanted = (src, base)
+    label = f"Run the {len(SWEEP_DELTAS)} × {len(SWEEP_DTES)} grid ({len(SWEEP_DELTAS) * len(SWEEP_DTES)} backtests)"
+    clicked = st.button(label, key="run_sweep", help="Backtests every target delta × target DTE below over the "
+                                                     "current range with the other inputs unchanged.")
+    if not clicked and st.session_state.get("sweep_for") != wanted:
+        st.caption("Deltas " + ", ".join(f"{d:.2f}" for d in SWEEP_DELTAS) + "; DTEs "
+                   + ", ".join(f"{d:g}" for d in SWEEP_DTES) + " days.")
+        return
+    bar, progress = progress_bar("Grid")
+    try:
+        frame = run_sweep(src, base, SWEEP_DELTAS, SWEEP_DTES, _progress=progress)
+    except SOURCE_ERRORS as exc:
+        bar.empty()
+        source_error("The grid", exc, src)
+        return
+    bar.empty()
+    st.session_state["sweep_for"] = wanted
+    frame = frame.assign(value=frame[metric])
+    st.plotly_chart(figures.sweep_figure(frame, metric, (cfg.target_delta, cfg.target_dte)), key="sweep_chart",
+                    on_select=on_sweep_select, selection_mode="points")
+    best = best_cell(frame, metric)
+    if best is not None:
+        st.button(f"Use best: delta {best['target_delta']:.2f}, DTE {best['target_dte']:g} days "
+                  f"({SWEEP_METRICS[metric][0]} {figures.fmt(best['value'])})", key="use_best",
+                  help="Sets the target delta and DTE sliders to the best square of the grid.",
+                  on_click=use_cell, args=(float(best["target_delta"]), float(best["target_dte"])))
+
+
+def share_link() -> None:
+    base = st.context.url or ""
+    query = urlencode(st.query_params.to_dict(), safe=":-")
+    with st.expander("Copy link to this analysis"):
+        st.code(f"{base}?{query}" if query else base, language=None)
+        st.caption("Opening this link restores every input and the selected sell time.")
+
+
+# ---------------------------------------------------------------------- page
+
+def main() -> None:
+    st.set_page_config(page_title="covered-call lab", layout="wide")
+    first_run = "link_notices" not in st.session_state
+    raw = st.query_params.to_dict() if first_run else {}
+    sources = available_sources()
+    inputs = sidebar(sources)
+    if first_run:
+        values = {**inputs.__dict__, "metric": raw.get("metric") if raw.get("metric") in params.METRIC_CHOICES
+                  else DEFAULTS["metric"], "view": raw.get("view") if raw.get("view") in ("USD", "coin")
+                  else DEFAULTS["view"]}
+        st.session_state["link_notices"] = params.link_notices(raw, values, sources, tuple(params.METRIC_CHOICES))
+        for name in raw:
+            if name not in params.URL_PARAMS:
+                del st.query_params[name]
+
+    st.title("covered-call lab")
+    source = None
+    try:
+        source = get_source(inputs.src)
+    except Exception as exc:  # noqa: BLE001 - any failure to build a source is shown, not raised
+        source_error("Opening the source", exc, inputs.src)
+    if source is not None and getattr(source, "synthetic", False):
+        st.info(f"Data: **{source.label}**: invented prices shaped like Deribit's, not real market data.")
+    elif source is not None:
+        st.caption(f"Data: {source.label}")
+
+    try:
+        cfg = params.config_from_inputs(inputs)
+    except ValueError as exc:
+        cfg = None
+        st.error(params.explain_config_error(exc))
+
+    sell = params.parse_sell(st.query_params.get("sell"))
+    if "sell" in st.query_params and (sell is None or cfg is None or not cfg.start <= sell <= cfg.end):
+        if first_run:
+            st.session_state["link_notices"].append(
+                f"`sell={st.query_params['sell']}` is not allowed ({params.allowed_text('sell', (), ())}); cleared.")
+        clear_sell()
+        sell = None
+    for notice in st.session_state["link_notices"]:
+        st.warning(f"Link: {notice}")
+
+    if cfg is None or source is None:
+        share_link()
+        return
+
+    st.caption(f"{cfg.underlying} ({cfg.settlement}), {cfg.start:%Y-%m-%d} to {cfg.end:%Y-%m-%d} UTC, {cfg.timeframe} "
+               f"bars, decide every {cfg.decision_interval_bars} bars; sell {cfg.target_dte:g} ± "
+               f"{cfg.dte_tolerance:g} DTE at delta {cfg.target_delta:g} ± {cfg.delta_tolerance:g}, "
+               f"fill {params.format_fill(inputs.fill)}; {cfg.call_size:g} {cfg.underlying} covered.")
+    bar, progress = progress_bar("Backtest")
+    try:
+        result = run_backtest(inputs.src, cfg, _progress=progress)
+    except SOURCE_ERRORS as exc:
+        result = None
+        source_error("The backtest", exc, inputs.src)
+    bar.empty()
+
+    with st.container(key="result_section"):
+        if result is not None:
+            st.header("Result of the policy")
+            headline(result)
+            coin = cfg.underlying
+            view = st.radio("Equity in (USD or coin)", ("USD", "coin"), horizontal=True, key="view",
+                            bind="query-params",
+                            help=f"Show equity and the excess over HODL in USD or in coins of the underlying ({coin}).")
+            st.plotly_chart(figures.equity_figure(result, view), key="equity_chart")
+            st.plotly_chart(figures.excess_figure(result, view), key="excess_chart")
+            st.plotly_chart(figures.drawdown_figure(result), key="drawdown_chart")
+            trades = result.trades_frame()
+            st.subheader(f"Trades ({len(trades)})")
+            st.dataframe(trades.drop(columns=["side", "underlying", "settlement"]), hide_index=True, height=300)
+            st.download_button("Download trades (CSV)", trades.to_csv(index=False).encode(), mime="text/csv",
+                               file_name=f"covered_calls_{cfg.underlying}_{cfg.start:%Y%m%d}_{cfg.end:%Y%m%d}.csv",
+                               help="All trades with the core's columns: *_usd in USD, *_coin in coins.")
+    if result is not None:
+        what_if_section(inputs.src, cfg, result)
+    else:
+        share_link()
+    with st.container(key="tune_section"):
+        sweep_section(inputs.src, cfg)

@@ -1,0 +1,157 @@
+"""The Streamlit page through AppTest: numbers equal the core's, links restore inputs, bad links warn."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from dashboard import figures, params
+from data_cache.demo import DemoMarket
+from sim.simulator import CoveredCallSimulator
+from sim.types import CallSimulationConfig
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+pytestmark = pytest.mark.timeout(120)
+
+# A link with every input away from its default (a short range keeps the test quick).
+SHARED = {"src": "demo", "u": "ETH", "start": "2024-02-01", "end": "2024-04-01", "tf": "4h", "every": "6",
+          "dte": "10", "dte_tol": "3.0", "delta": "0.3", "delta_tol": "0.04", "fill": "0.5", "fee": "0.02",
+          "size": "3.0", "view": "coin", "metric": "sharpe"}
+SHARED_CFG = CallSimulationConfig(underlying="ETH", start="2024-02-01", end="2024-04-01", timeframe="4h",
+                                  decision_interval_bars=6, target_dte=10, dte_tolerance=3, target_delta=0.3,
+                                  delta_tolerance=0.04, fill_model="fraction", fill_fraction=0.5, fee_rate=0.0002,
+                                  initial_spot_position=3.0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+
+
+def run(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def shown_metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def expected_metrics(cfg: CallSimulationConfig) -> dict[str, str]:
+    metrics = CoveredCallSimulator(DemoMarket(), cfg).simulate_policy().metrics
+    return {label: value for label, value, _k in figures.headline_metrics(metrics, cfg.underlying,
+                                                                           cfg.settlement == "inverse")}
+
+
+def test_default_load_shows_the_core_numbers_and_the_synthetic_label():
+    at = run()
+    shown = shown_metrics(at)
+    expected = expected_metrics(CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-07-01",
+                                                     timeframe="1h", decision_interval_bars=24, target_dte=7,
+                                                     target_delta=0.25))
+    assert len(expected) == 15
+    assert {k: shown[k] for k in expected} == expected
+    assert any("demo market (SYNTHETIC)" in i.value for i in at.info)
+    assert not at.warning and not at.error
+
+
+def test_every_widget_has_units_and_help():
+    at = run()
+    for w in [*at.sidebar.selectbox, *at.sidebar.slider, *at.sidebar.number_input, *at.sidebar.date_input]:
+        assert w.help, w.label
+    for w in [*at.sidebar.slider, *at.sidebar.number_input, *at.sidebar.date_input]:
+        assert "(" in w.label, w.label
+
+
+def test_link_restores_every_widget_and_the_same_numbers():
+    at = run(SHARED)
+    assert at.selectbox(key="src").value == "demo"
+    assert at.selectbox(key="u").value == "ETH"
+    assert at.date_input(key="start").value == dt.date(2024, 2, 1)
+    assert at.date_input(key="end").value == dt.date(2024, 4, 1)
+    assert at.selectbox(key="tf").value == "4h"
+    assert at.number_input(key="every").value == 6
+    assert at.slider(key="dte").value == 10
+    assert at.slider(key="dte_tol").value == 3.0
+    assert at.slider(key="delta").value == 0.3
+    assert at.slider(key="delta_tol").value == 0.04
+    assert at.selectbox(key="fill").value == "0.5"
+    assert at.number_input(key="fee").value == pytest.approx(0.02)
+    assert at.number_input(key="size").value == 3.0
+    assert at.radio(key="view").value == "coin"
+    assert at.selectbox(key="metric").value == "sharpe"
+    shown = shown_metrics(at)
+    expected = expected_metrics(SHARED_CFG)
+    assert {k: shown[k] for k in expected} == expected
+    assert not at.warning
+
+
+def test_bad_link_values_show_a_notice_and_fall_back_to_defaults():
+    at = run({"delta": "abc", "u": "NOPE", "tf": "7m", "start": "2040-01-01", "every": "0", "bogus": "1",
+              "sell": "yesterday"})
+    notices = " ".join(w.value for w in at.warning)
+    for text in ("`delta=abc`", "`u=NOPE`", "`tf=7m`", "`start=2040-01-01`", "`every=0`", "`bogus`",
+                 "`sell=yesterday`"):
+        assert text in notices
+    assert "reset to 0.25 (the default)" in notices
+    assert at.slider(key="delta").value == params.DEFAULTS["delta"]
+    assert at.selectbox(key="u").value == "BTC"
+    assert shown_metrics(at)["Trades"] == expected_metrics(CallSimulationConfig())["Trades"]
+    assert "sell" not in at.query_params and "bogus" not in at.query_params
+
+
+def test_sell_time_in_the_link_shows_the_what_if_panel_with_the_core_numbers():
+    at = run({"sell": "2024-02-10T00:00Z"})
+    tp = CoveredCallSimulator(DemoMarket(), CallSimulationConfig()).simulate_single_call("2024-02-10T00:00Z")
+    t = tp.trade
+    text = " ".join(m.value for m in at.markdown)
+    assert f"**{t.instrument_name}**" in text and f"strike **{t.strike:,.6g} USD**" in text
+    shown = shown_metrics(at)
+    assert shown["Strike (USD)"] == f"{t.strike:,.6g}"
+    assert shown["Premium (BTC)"] == f"{t.premium_coin:,.6f}"
+    assert shown["Premium (USD)"] == f"{t.premium_usd:,.2f}"
+    assert shown["Fees (USD)"] == f"{t.fees_usd:,.2f}"
+    assert shown["PnL (USD)"] == f"{t.pnl:,.2f}"
+    assert shown["PnL vs HODL (USD)"] == f"{t.pnl_vs_hodl:,.2f}"
+    assert shown["Max drawdown (%)"] == f"{t.max_drawdown_pct:,.2f}"
+
+
+def test_no_call_in_band_names_the_nearest_candidates():
+    at = run({"sell": "2024-03-01T08:00Z", "u": "ETH", "dte": "10", "delta": "0.3"})
+    assert any("No call in the DTE and delta bands" in w.value for w in at.warning)
+    nearest = at.dataframe[-1].value
+    assert len(nearest) >= 1 and "instrument" in nearest.columns
+
+
+def test_data_source_error_is_a_message_and_the_page_keeps_working():
+    at = run({"start": "2030-12-01", "end": "2030-12-31"})
+    assert any("data source 'demo'" in e.value and "Try" in e.value for e in at.error)
+    assert at.button(key="run_sweep") is not None  # the rest of the page still renders
+
+
+def test_bad_combination_is_explained():
+    at = run({"start": "2024-05-01", "end": "2024-02-01"})
+    assert any(e.value.startswith("End date:") for e in at.error)
+
+
+def test_grid_runs_and_use_best_sets_the_sliders():
+    at = run({"start": "2024-01-01", "end": "2024-02-15"})
+    at.button(key="run_sweep").click().run()
+    assert not at.exception
+    best = at.button(key="use_best")
+    label = best.label
+    best.click().run()
+    assert not at.exception
+    delta, dte = at.slider(key="delta").value, at.slider(key="dte").value
+    assert f"delta {delta:.2f}, DTE {dte:g} days" in label
+    assert (delta, dte) != (0.25, 7) or "delta 0.25, DTE 7 days" in label

@@ -1,0 +1,170 @@
+"""The dashboard in a real browser: Playwright (sync API) driving Debian's Chromium.
+
+Starts ``streamlit run dashboard/app.py`` on a free loopback port for the module, clicks a point of
+the what-if chart, moves the delta slider and opens a shared link in a fresh browser context.
+Screenshots go to ``tests/artifacts/`` (git-ignored). Skips with a reason when Chromium or
+Playwright is missing, except under ``CI=true``, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+
+from dashboard.serve import CHROMIUM, CHROMIUM_ARGS, IDLE, free_port, start_server, stop_server
+from data_cache.demo import DemoMarket
+from sim.simulator import CoveredCallSimulator
+from sim.types import CallSimulationConfig
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "tests" / "artifacts"
+VIEWPORT = {"width": 1400, "height": 1000}
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -r requirements-dev.txt)"
+    return None
+
+
+_REASON = _missing()
+if _REASON and os.environ.get("CI") != "true":
+    pytest.skip(_REASON, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    if _REASON:
+        pytest.fail(f"CI=true requires the browser tests to run: {_REASON}")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    proc = start_server(port, ARTIFACTS / "streamlit_server.log")
+    yield f"http://127.0.0.1:{port}/"
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def wait_idle(page, timeout: float = 30_000) -> None:
+    page.wait_for_selector(IDLE, timeout=timeout)
+
+
+def open_page(browser, url: str):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_test_id("stMetric").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    return context, page
+
+
+def metric_values(page, n: int = 9) -> list[str]:
+    return [page.get_by_test_id("stMetricValue").nth(i).inner_text() for i in range(n)]
+
+
+def full_screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls an inner container, so grow the viewport to the content first."""
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(int(height) + 50, 900), 8000)})
+    page.wait_for_timeout(800)  # plotly re-lays out to the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+
+
+def query(page) -> dict[str, str]:
+    """The page's query parameters (from window.location: page.url misses history.replaceState)."""
+    search = page.evaluate("() => window.location.search")
+    return {k: v[0] for k, v in parse_qs(search.lstrip("?")).items()}
+
+
+def test_click_on_the_what_if_chart_shows_the_core_trade(server, browser):
+    context, page = open_page(browser, server)
+    full_screenshot(page, ARTIFACTS / "dashboard_default.png")
+    chart = page.locator(".st-key-whatif_section").get_by_test_id("stPlotlyChart")
+    point = chart.locator("g.points path.point").nth(40)
+    point.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    panel = page.locator(".st-key-whatif_panel")
+    panel.wait_for(timeout=30_000)
+    wait_idle(page)
+    sell = query(page)["sell"]
+    tp = CoveredCallSimulator(DemoMarket(), CallSimulationConfig()).simulate_single_call(sell)
+    text = panel.inner_text()
+    assert tp.trade.instrument_name in text
+    assert f"{tp.trade.strike:,.6g}" in text
+    assert f"{tp.trade.pnl_vs_hodl:,.2f}" in text
+    panel.scroll_into_view_if_needed()
+    full_screenshot(page, ARTIFACTS / "dashboard_whatif.png")
+    context.close()
+
+
+def test_moving_the_delta_slider_updates_the_url(server, browser):
+    context, page = open_page(browser, server)
+    thumb = page.get_by_test_id("stSlider").filter(has_text="Target delta").get_by_role("slider")
+    thumb.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => window.location.search.includes('delta=0.26')", timeout=15_000)
+    wait_idle(page)
+    assert query(page)["delta"] == "0.26"
+    context.close()
+
+
+def test_a_shared_link_opens_with_the_same_numbers(server, browser):
+    link = server + "?u=ETH&start=2024-02-01&end=2024-05-01&dte=10&delta=0.3&fill=mid&sell=2024-03-04T00:00Z"
+    first, page = open_page(browser, link)
+    page.locator(".st-key-whatif_panel").wait_for(timeout=30_000)
+    wait_idle(page)
+    numbers = metric_values(page)
+    shared = page.evaluate("() => window.location.href")
+    first.close()
+    second, page2 = open_page(browser, shared)  # a fresh context: no cookies, no session
+    page2.locator(".st-key-whatif_panel").wait_for(timeout=30_000)
+    wait_idle(page2)
+    assert metric_values(page2) == numbers
+    cfg = CallSimulationConfig(underlying="ETH", start="2024-02-01", end="2024-05-01", target_dte=10, target_delta=0.3,
+                               fill_model="mid")
+    metrics = CoveredCallSimulator(DemoMarket(), cfg).simulate_policy().metrics
+    assert numbers[0] == f"{metrics['total_return_pct']:,.2f}"
+    assert numbers[5] == f"{metrics['n_trades']:,}"
+    second.close()
+
+
+def test_clicking_a_heatmap_cell_sets_the_sliders(server, browser):
+    context, page = open_page(browser, server + "?start=2024-01-01&end=2024-03-01")
+    button = page.get_by_role("button", name="Run the 6 × 6 grid")
+    button.scroll_into_view_if_needed()
+    button.click()
+    page.get_by_role("button", name="Use best").wait_for(timeout=60_000)
+    wait_idle(page)
+    cells = page.locator(".st-key-sweep_chart").locator("g.points path.point")
+    cell = cells.nth(8)  # deltas outer, DTEs inner: delta 0.15, DTE 7 days
+    cell.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    full_screenshot(page, ARTIFACTS / "dashboard_heatmap.png")
+    cell.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = cell.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function("() => window.location.search.includes('delta=0.15')", timeout=30_000)
+    wait_idle(page)
+    q = query(page)
+    assert q["delta"] == "0.15" and q.get("dte", "7") == "7"
+    context.close()

@@ -1,0 +1,144 @@
+"""Dashboard figure builders and input parsing: pure functions, checked without a browser."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard import figures, params
+from data_cache.demo import DemoMarket
+from sim.simulator import CoveredCallSimulator
+from sim.sweep import sweep_delta_dte
+from sim.types import CallSimulationConfig
+
+CFG = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-03-01", timeframe="1h",
+                           decision_interval_bars=24)
+METRICS = ("excess", "sharpe", "drawdown")
+
+
+@pytest.fixture(scope="module")
+def result():
+    return CoveredCallSimulator(DemoMarket(), CFG).simulate_policy()
+
+
+@pytest.fixture(scope="module")
+def trade_path():
+    return CoveredCallSimulator(DemoMarket(), CFG).simulate_single_call("2024-02-01T00:00Z")
+
+
+def _titles(fig) -> tuple[str, str]:
+    return fig.layout.xaxis.title.text, fig.layout.yaxis.title.text
+
+
+def test_equity_figure_usd_and_coin_carry_the_core_numbers(result):
+    fig = figures.equity_figure(result, "USD")
+    assert _titles(fig) == ("Time (UTC)", "Equity (USD)")
+    covered, hodl, entries, expiries = fig.data
+    np.testing.assert_array_equal(covered.y, result.equity_curve["equity_usd"].to_numpy())
+    np.testing.assert_array_equal(hodl.y, result.equity_curve["hodl_usd"].to_numpy())
+    assert len(entries.x) == len(expiries.x) == len(result.trades)
+    assert list(pd.DatetimeIndex(entries.x)) == [t.open_time for t in result.trades]
+    coin = figures.equity_figure(result, "coin")
+    assert coin.layout.yaxis.title.text == "Equity (BTC)"
+    np.testing.assert_array_equal(coin.data[0].y, result.equity_curve["equity_coin"].to_numpy())
+
+
+def test_excess_and_drawdown_figures(result):
+    fig = figures.excess_figure(result, "USD")
+    assert _titles(fig) == ("Time (UTC)", "Covered minus HODL (USD)")
+    np.testing.assert_array_equal(fig.data[0].y, result.equity_vs_hodl["excess_usd"].to_numpy())
+    dd = figures.drawdown_figure(result)
+    assert _titles(dd) == ("Trade number (in time order)", "Max drawdown during trade (%)")
+    bars = {int(x): y for trace in dd.data for x, y in zip(trace.x, trace.y, strict=True)}
+    assert bars == {i + 1: t.max_drawdown_pct for i, t in enumerate(result.trades)}
+    names = {trace.name for trace in dd.data}
+    assert names <= set(figures.OUTCOMES) and names
+
+
+def test_trade_outcome():
+    assert figures.trade_outcome(1.0, True) == "beat HODL"
+    assert figures.trade_outcome(-1.0, False) == "lagged HODL"
+    assert figures.trade_outcome(0.0, True) == "assigned, lagged HODL"
+
+
+def test_spot_figure_points_are_decision_times(result):
+    spot = result.equity_curve["spot"]
+    decisions = pd.date_range("2024-01-01", "2024-03-01", freq="24h", tz="UTC")
+    fig = figures.spot_figure(spot, decisions, "BTC", pd.Timestamp("2024-02-01", tz="UTC"))
+    assert _titles(fig) == ("Time (UTC)", "BTC spot (USD)")
+    clickable = fig.data[0]
+    assert clickable.mode == "lines+markers" and fig.layout.hovermode == "x"
+    assert list(clickable.customdata[:2]) == ["2024-01-01T00:00Z", "2024-01-02T00:00Z"]
+    assert clickable.y[0] == spot.iloc[0] and clickable.y[1] == spot.loc["2024-01-02T00:00Z"]
+    assert len(fig.data) == 2 and fig.data[1].name == "selected sale"
+
+
+def test_whatif_figure(trade_path):
+    fig = figures.whatif_figure(trade_path)
+    f, t = trade_path.frame, trade_path.trade
+    spot, strike, call, covered, hodl = fig.data
+    np.testing.assert_array_equal(spot.y, f["spot"].to_numpy())
+    assert list(strike.y) == [t.strike, t.strike]
+    np.testing.assert_array_equal(call.y, f["call_value_usd"].to_numpy())
+    np.testing.assert_array_equal(call.customdata, f["call_mark"].to_numpy())
+    np.testing.assert_array_equal(covered.y, f["covered_usd"].to_numpy())
+    np.testing.assert_array_equal(hodl.y, f["hodl_usd"].to_numpy())
+    assert [fig.layout[a].title.text for a in ("yaxis", "yaxis2", "yaxis3")] == [
+        "Spot (USD)", "Call (USD)", "Value (USD)"]
+    assert fig.layout.xaxis3.title.text == "Time (UTC)"
+
+
+def test_sweep_figure_cells_carry_delta_and_dte():
+    frame = sweep_delta_dte(DemoMarket(), CFG, [0.2, 0.3], [5, 7], metric="sharpe")
+    fig = figures.sweep_figure(frame, "sharpe", (0.3, 7))
+    cells = fig.data[0]
+    assert [list(c) for c in cells.customdata] == [[0.2, 5], [0.2, 7], [0.3, 5], [0.3, 7]]
+    np.testing.assert_array_equal(cells.marker.color, frame["value"].to_numpy())
+    assert _titles(fig) == ("Target delta N(d1)", "Target DTE (days)")
+    assert (fig.data[1].x[0], fig.data[1].y[0]) == ("0.30", "7")
+    # a click as Streamlit 1.67 reports it
+    point = {"curve_number": 0, "point_index": 1, "x": "0.20", "y": "7", "customdata": {"0": 0.2, "1": 7}}
+    assert figures.sweep_cell(point) == (0.2, 7.0)
+    assert figures.sweep_cell({"curve_number": 0, "x": "0.30", "y": "5"}) == (0.3, 5.0)
+    assert figures.sweep_cell({"curve_number": 1, "x": "0.30", "y": "5"}) is None
+
+
+def test_headline_metrics_formats_core_numbers(result):
+    rows = figures.headline_metrics(result.metrics, "BTC", inverse=True)
+    by_key = {key: value for _label, value, key in rows}
+    assert by_key["total_return_pct"] == f"{result.metrics['total_return_pct']:,.2f}"
+    assert by_key["n_trades"] == str(result.metrics["n_trades"])
+    assert by_key["premium_collected_coin"] == f"{result.metrics['premium_collected_coin']:,.6f}"
+    assert all("(" in label for label, _v, key in rows if key != "n_trades")
+    assert len(figures.headline_metrics(result.metrics, "SOL", inverse=False)) == 9
+    assert figures.fmt(math.nan) == "n/a"
+
+
+def test_config_from_inputs_and_errors():
+    i = params.Inputs(src="demo", u="ETH", start=dt.date(2024, 2, 1), end=dt.date(2024, 3, 1), tf="4h", every=6,
+                      dte=10, dte_tol=1.5, delta=0.3, delta_tol=0.04, fill="0.5", fee=0.03, size=0.0)
+    cfg = params.config_from_inputs(i)
+    assert (cfg.underlying, cfg.timeframe, cfg.decision_interval_bars, cfg.target_dte, cfg.fill_model,
+            cfg.fill_fraction, cfg.fee_rate, cfg.initial_spot_position) == ("ETH", "4h", 6, 10.0, "fraction", 0.5,
+                                                                              0.0003, 1.0)
+    bad = params.Inputs(**{**i.__dict__, "end": dt.date(2024, 1, 1)})
+    with pytest.raises(ValueError) as exc:
+        params.config_from_inputs(bad)
+    assert params.explain_config_error(exc.value).startswith("End date: end=")
+
+
+def test_link_notices():
+    values = {**params.DEFAULTS, "delta": 0.3}
+    raw = {"delta": "0.3", "dte": "abc", "u": "XXX", "zzz": "1", "sell": "2024-01-02"}
+    notes = params.link_notices(raw, values, ("demo",), METRICS)
+    assert len(notes) == 3
+    assert notes[0].startswith("`dte=abc` is not allowed") and notes[0].endswith("reset to 7 (the default).")
+    assert "`u=XXX`" in notes[1] and "`zzz` is not a parameter" in notes[2]
+    assert params.parse_sell("2024-03-01T08:00Z") == pd.Timestamp("2024-03-01T08:00", tz="UTC")
+    assert params.parse_sell("2024-03-01T08:00 00:00") == pd.Timestamp("2024-03-01T08:00", tz="UTC")
+    assert params.parse_sell("nope") is None
+    assert params.format_sell(pd.Timestamp("2024-03-01T08:00", tz="UTC")) == "2024-03-01T08:00Z"

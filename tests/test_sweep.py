@@ -1,0 +1,84 @@
+"""sim.sweep: every cell of the delta x DTE grid equals a direct simulate_policy run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from data_cache.demo import DemoMarket
+from sim.simulator import CoveredCallSimulator
+from sim.sweep import SWEEP_COLUMNS, SharedMarketData, best_cell, sweep_delta_dte
+from sim.types import CallSimulationConfig
+
+BASE = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-03-01", timeframe="1h",
+                            decision_interval_bars=24, dte_tolerance=2, delta_tolerance=0.05)
+
+
+@pytest.fixture(scope="module")
+def market():
+    return DemoMarket()
+
+
+@pytest.fixture(scope="module")
+def grid(market):
+    return sweep_delta_dte(market, BASE, [0.15, 0.3], [3, 10], metric="sharpe")
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_each_cell_equals_a_direct_run(market, grid):
+    assert list(grid.columns) == ["target_delta", "target_dte", "value", *SWEEP_COLUMNS]
+    assert list(zip(grid["target_delta"], grid["target_dte"], strict=True)) == [
+        (0.15, 3.0), (0.15, 10.0), (0.3, 3.0), (0.3, 10.0)]
+    for row in grid.itertuples(index=False):
+        cfg = replace(BASE, target_delta=row.target_delta, target_dte=row.target_dte)
+        direct = CoveredCallSimulator(DemoMarket(), cfg).simulate_policy().metrics
+        assert _same(row.value, direct["sharpe"])
+        for key in SWEEP_COLUMNS:
+            assert _same(getattr(row, key), direct[key]), key
+        assert row.n_trades > 0
+
+
+def test_cells_differ_and_best_cell_follows_direction(grid):
+    assert grid["value"].nunique() == 4
+    best = best_cell(grid, "sharpe")
+    assert best["value"] == grid["value"].max()
+    grid_dd = grid.assign(value=grid["max_drawdown_pct"])
+    assert best_cell(grid_dd, "max_drawdown_pct")["value"] == grid["max_drawdown_pct"].min()
+    assert best_cell(grid.assign(value=float("nan")), "sharpe") is None
+
+
+def test_shared_chain_matches_the_source(market):
+    shared = SharedMarketData(market, 1, 12)
+    t = pd.Timestamp("2024-02-01T08:00Z")
+    band = (t + pd.Timedelta(days=5), t + pd.Timedelta(days=9))
+    direct = market.list_option_chain("BTC", t, expiry_range=band)
+    assert shared.list_option_chain("BTC", t, expiry_range=band) == direct
+    assert shared.list_option_chain("BTC", t, expiry_range=band) == direct  # from the memo
+    assert shared.list_option_chain("BTC", t) == market.list_option_chain("BTC", t)
+    assert shared.label == market.label and shared.synthetic is True
+
+
+def test_bad_grid_and_metric_raise_naming_the_field(market):
+    with pytest.raises(ValueError, match="deltas"):
+        sweep_delta_dte(market, BASE, [], [7])
+    with pytest.raises(ValueError, match="target_delta"):
+        sweep_delta_dte(market, BASE, [1.5], [7])
+    with pytest.raises(ValueError, match="metric"):
+        sweep_delta_dte(market, replace(BASE, end="2024-01-10"), [0.25], [7], metric="nope")
+
+
+def test_process_pool_gives_the_same_frame(grid):
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        pooled = sweep_delta_dte(DemoMarket(), BASE, [0.15, 0.3], [3, 10], metric="sharpe", executor=pool,
+                                 source_factory=functools.partial(DemoMarket, seed=0))
+    pd.testing.assert_frame_equal(pooled, grid)
