@@ -296,8 +296,8 @@ class DemoMarket:
         Marks use the same forward and surface as :meth:`list_option_chain`, so the ``close`` of
         the bar ending at ``t`` equals the chain's ``mark_price`` at ``t``. From the expiry on, the
         value is the payoff at :meth:`get_settlement_price`. ``high``/``low`` are the extremes of
-        the open, the close and the marks at the bar's spot high and low (at both bar ends): exact
-        where marks move monotonically with spot, an approximation otherwise. ``volume`` is 0.
+        the open, the close and the marks at the bar's spot high and low priced at the bar's end
+        (an approximation: exact only where marks move monotonically with spot). ``volume`` is 0.
         Any positive strike and any expiry can be priced, listed in a chain or not.
         """
         parsed = parse_instrument_name(instrument_name)
@@ -331,7 +331,7 @@ class DemoMarket:
 
         opens, closes = slice(0, nb), slice(1, nb + 1)
         o, c = mark(s_open, opens), mark(s_close, closes)
-        extremes = np.stack([o, c] + [mark(s, at) for s in (s_high, s_low) for at in (opens, closes)])
+        extremes = np.stack([o, c, mark(s_high, closes), mark(s_low, closes)])
         high, low = extremes.max(axis=0), extremes.min(axis=0)
         frame = {"open": o, "high": high, "low": low, "close": c, "volume": np.zeros(nb)}
         return pd.DataFrame(frame, index=_utc_index(t_ns[opens]))

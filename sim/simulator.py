@@ -357,7 +357,10 @@ class CoveredCallSimulator:
             candidates = self._candidates(t)
             option = policy(state, candidates)
             if option is None:
-                no_trades.append(NoTrade(t, self._no_candidate_reason(candidates), self._nearest(t, candidates)))
+                # Nearest among the candidates already at hand; a what-if (NoCandidateError) searches the
+                # whole chain instead, which would cost a full chain per idle decision here.
+                nearest = self._nearest(t, candidates) if candidates else ()
+                no_trades.append(NoTrade(t, self._no_candidate_reason(candidates), nearest))
                 k += 1
                 continue
             self._check_choice(option, t)
