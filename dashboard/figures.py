@@ -22,6 +22,9 @@ COLORS = {"covered": "#1f77b4", "hodl": "#7f7f7f", "entry": "#2ca02c", "expiry":
           "beat": "#2ca02c", "lag": "#ff7f0e", "assigned": "#d62728", "sell": "#9467bd"}
 OUTCOMES = ("beat HODL", "lagged HODL", "assigned, lagged HODL")
 _MARGIN = dict(l=70, r=30, t=50, b=50)
+# Legends sit in the bottom margin, below the x-axis title (paper-relative offsets collided with it).
+_LEGEND_MARGIN = dict(l=70, r=30, t=50, b=105)
+_LEGEND = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", x=0.0, xanchor="left")
 
 
 def fmt(value: float, digits: int = 2) -> str:
@@ -53,8 +56,11 @@ def headline_metrics(metrics: dict[str, float], coin: str, inverse: bool) -> lis
 
 
 def _layout(fig: go.Figure, title: str, y_title: str, height: int = 380) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=_MARGIN, legend=dict(orientation="h", y=-0.18),
-                      hovermode="x")
+    if len(fig.data) > 1:  # plotly shows no legend for a single trace: no room to keep for one
+        fig.update_layout(height=height + 45, margin=_LEGEND_MARGIN, legend=_LEGEND)
+    else:
+        fig.update_layout(height=height, margin=_MARGIN)
+    fig.update_layout(title=title, hovermode="x")
     fig.update_xaxes(title_text=TIME_AXIS)
     fig.update_yaxes(title_text=y_title)
     return fig
@@ -117,8 +123,8 @@ def drawdown_figure(result: SimulationResult) -> go.Figure:
                                  trades[i].pnl_vs_hodl] for i in idx],
                     hovertemplate="trade %{x}: %{customdata[0]}<br>sold %{customdata[1]} UTC<br>"
                                   "max drawdown %{y:.2f}%<br>vs HODL %{customdata[2]:,.2f} USD<extra></extra>")
-    fig.update_layout(title="Max drawdown per trade (%)", height=300, margin=_MARGIN, barmode="overlay",
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(title="Max drawdown per trade (%)", height=345, margin=_LEGEND_MARGIN, barmode="overlay",
+                      legend=_LEGEND)
     fig.update_xaxes(title_text="Trade number (in time order)")
     fig.update_yaxes(title_text="Max drawdown during trade (%)")
     return fig

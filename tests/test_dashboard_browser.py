@@ -75,7 +75,12 @@ def open_page(browser, url: str):
 
 
 def metric_values(page, n: int = 9) -> list[str]:
-    return [page.get_by_test_id("stMetricValue").nth(i).inner_text() for i in range(n)]
+    """The first ``n`` headline metric values, read only from the result section (the what-if panel
+    has metric cards too, and may be drawn first), once a whole run has finished drawing them."""
+    cards = page.locator(".st-key-result_section").get_by_test_id("stMetricValue")
+    cards.nth(n - 1).wait_for(timeout=30_000)
+    wait_idle(page)
+    return [cards.nth(i).inner_text() for i in range(n)]
 
 
 def full_screenshot(page, path: Path) -> None:
