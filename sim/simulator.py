@@ -63,13 +63,18 @@ class NoCandidateError(LookupError):
 
 @dataclass
 class _Market:
-    """Spot at bar instants: ``times`` (UTC DatetimeIndex) and ``spot`` (USD), aligned."""
+    """Spot at bar instants: ``times`` (UTC DatetimeIndex) and ``spot`` (USD), aligned; ``ns`` the
+    instants as int64 nanoseconds (numpy searches on it are ~20x cheaper than on the index)."""
 
     times: pd.DatetimeIndex
     spot: np.ndarray
+    ns: np.ndarray = None
+
+    def __post_init__(self) -> None:
+        self.ns = _ns(self.times)
 
     def index_at_or_after(self, t: pd.Timestamp) -> int:
-        return int(self.times.searchsorted(t, side="left"))
+        return int(np.searchsorted(self.ns, t.value, side="left"))
 
 
 @dataclass
@@ -198,20 +203,21 @@ class CoveredCallSimulator:
         mid = o.mid
         return mid + self.config.half_spread_given_up * (o.ask - mid)
 
-    def _marks(self, name: str, t_open: pd.Timestamp, t_close: pd.Timestamp, times: pd.DatetimeIndex,
+    def _marks(self, name: str, t_open: pd.Timestamp, t_close: pd.Timestamp, times_ns: np.ndarray,
                open_mark: float) -> np.ndarray:
-        """The option's mark (settlement unit per coin) at ``times``, strictly between open and close.
+        """The option's mark (settlement unit per coin) at instants ``times_ns`` (int64 ns), strictly
+        between open and close.
 
         Each instant takes the close of the latest option bar ending at or before it (a gap in a
         real source's bars carries the last mark forward; before the first bar, the mark at sale).
         """
         cfg = self.config
-        if len(times) == 0:
+        if len(times_ns) == 0:
             return np.empty(0)
         ohlc = self.source.get_option_ohlc(name, t_open, t_close, cfg.timeframe)
         closes = ohlc["close"].to_numpy(dtype=float)
         close_ns = _ns(ohlc.index) + cfg.bar.value
-        pos = np.searchsorted(close_ns, _ns(times), side="right") - 1
+        pos = np.searchsorted(close_ns, times_ns, side="right") - 1
         return np.where(pos >= 0, closes[np.maximum(pos, 0)] if len(closes) else open_mark, open_mark)
 
     def _leg(self, option: OptionSnapshot, size: float, market: _Market, buyback_at: pd.Timestamp | None,
@@ -231,7 +237,7 @@ class CoveredCallSimulator:
         j_close = market.index_at_or_after(t_close)
         if j_close >= len(market.times):
             raise ValueError(f"spot data ends at {market.times[-1]}, before {option.instrument_name} closes")
-        between = market.times[j_open + 1:j_close]
+        between = market.ns[j_open + 1:j_close]
         marks = self._marks(option.instrument_name, t_open, t_close, between, option.mark_price)
         mark_path = np.concatenate([[option.mark_price], marks])
         spot_path = market.spot[j_open:j_open + len(mark_path)]
@@ -247,7 +253,7 @@ class CoveredCallSimulator:
             s_close = float(market.spot[j_close]) if quote is None else float(quote.index_price)
             close_price = self._buy_price(quote) if quote is not None else float(
                 self._marks(option.instrument_name, t_open, t_close + cfg.bar,
-                            pd.DatetimeIndex([t_close]), option.mark_price)[0])
+                            np.array([t_close.value]), option.mark_price)[0])
             fee_close = trade_fee_per_coin(close_price, s_close, cfg.fee_rate, cfg.fee_cap_fraction,
                                            cfg.settlement)
             settlement_price = None
@@ -265,7 +271,7 @@ class CoveredCallSimulator:
         covered = size * spot_path + premium_net * unit - call_value_usd
         covered_close = size * s_close + pnl_vs_hodl
         n_path = len(mark_path)
-        path_ns = np.append(_ns(market.times[j_open:j_open + n_path]), t_close.as_unit("ns").value)
+        path_ns = np.append(market.ns[j_open:j_open + n_path], t_close.value)
         covered_path = np.append(covered, covered_close)
         hodl_path = np.append(size * spot_path, size * s_close)
         path = pd.DataFrame(
