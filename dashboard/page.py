@@ -12,6 +12,7 @@ import functools
 import importlib
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from types import SimpleNamespace
 from urllib.parse import urlencode
@@ -53,6 +54,8 @@ def available_sources() -> tuple[str, ...]:
         out.append(name)
     return tuple(out)
 
+
+FIRST_PAINT_PAUSE_S = 0.25
 
 SOURCE_ARGS = SimpleNamespace(chain=None, spot=None, settlement=None, chain_format=None, deribit_url=None,
                               deribit_history_url=None, cache_dir=None, no_cache=False)
@@ -402,6 +405,11 @@ def main() -> None:
         if result is not None:
             st.header("Result of the policy")
             headline(result)
+            if first_run:
+                # A fresh browser still has to fetch and parse plotly's bundle for the charts below;
+                # if their messages arrive with the metrics, the metrics paint only after that (~1.7 s
+                # later here). A short pause on the session's first run lets the numbers show first.
+                time.sleep(FIRST_PAINT_PAUSE_S)
             coin = cfg.underlying
             view = st.radio("Equity in (USD or coin)", ("USD", "coin"), horizontal=True, key="view",
                             bind="query-params",
