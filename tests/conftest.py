@@ -17,6 +17,7 @@ or through the ``shared_file`` fixture, which is :func:`require_shared` itself.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,12 @@ def require_shared(relpath: str) -> Path:
 def shared_file():
     """The :func:`require_shared` helper, for tests that prefer fixtures over imports."""
     return require_shared
+
+
+# CI runs the property tests on a fixed set of examples (a failure there is reproducible from the
+# log); local runs keep exploring new ones.
+if os.environ.get("CI") == "true":
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    settings.load_profile("ci")
