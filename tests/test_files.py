@@ -443,3 +443,31 @@ def test_cli_missing_chain_file_exits_2(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error:") and "missing.csv.gz" in err
+
+
+def test_linear_usdc_tardis_chain_settles_in_usdc(tmp_path):
+    """A SOL_USDC call from a Tardis file: premium, fees and payoff in USDC, worked by hand."""
+    call, later = "SOL_USDC-12JUN20-20-C", "SOL_USDC-19JUN20-25-C"
+    exp_call, exp_later = EXP_B, EXP_B + 7 * 86_400_000_000
+    t_sale = T0 + 10 * MIN                      # 2020-06-08 00:10 UTC, stamped at the 01:00 bar end
+    t_after = EXP_B + 30 * MIN                  # 30 minutes after the 12JUN20 expiry
+
+    def line(sym, ts, strike, exp, bid, ask, mark, fwd, delta):
+        return (f"deribit,{sym},{ts},{ts + 5000},call,{strike},{exp},10,1.0,{bid},5,60,{ask},5,64,{mark},62,"
+                f"SYN.SOL_USDC-{sym.split('-')[1]},{fwd},{delta},0.01,0.02,-0.1,0.01")
+
+    lines = [line(call, t_sale, 20, exp_call, 1.0, 1.2, 1.1, 19.5, 0.30),
+             line(later, t_sale, 25, exp_later, 0.4, 0.5, 0.45, 19.6, 0.15),
+             line(later, t_after, 25, exp_later, 0.6, 0.7, 0.65, 22.0, 0.35)]
+    src = ChainFileSource(_write_tardis(tmp_path / "SOL.csv.gz", lines), timeframe="1h")
+    cfg = CallSimulationConfig(underlying="SOL", start="2020-06-08T01:00Z", end="2020-06-09T01:00Z",
+                               target_dte=4, dte_tolerance=1, target_delta=0.3, delta_tolerance=0.05)
+    t = CoveredCallSimulator(src, cfg).simulate_single_call("2020-06-08T01:00Z").trade
+    assert (t.instrument_name, t.settlement, t.size) == (call, "linear", 10.0)   # one SOL lot is 10 coins
+    fee = min(0.0003 * 19.5, 0.125 * 1.0)               # 0.00585 USDC per coin (index = nearest forward)
+    delivery = min(0.00015 * 22.0, 0.125 * 2.0)          # 0.0033 USDC per coin: a Friday, in the money
+    assert t.open_price == 1.0 and t.premium_usd == pytest.approx(10.0)
+    assert t.settlement_price == 22.0 and t.assigned and t.close_price == pytest.approx(2.0)
+    assert t.fees_usd == pytest.approx(10 * (fee + delivery))
+    assert t.pnl_vs_hodl == pytest.approx(10 * (1.0 - fee - 2.0 - delivery))
+    assert t.pnl == pytest.approx(10 * (min(22.0, 20.0) + 1.0 - fee - delivery - 19.5))
