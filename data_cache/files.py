@@ -741,10 +741,12 @@ class ChainFileSource:
 
 def source_from_args(args) -> ChainFileSource:
     """The chain-file source for the CLI/dashboard registry: ``args.chain`` (required),
-    ``args.chain_format``, ``args.spot``, ``args.settlement``, ``args.timeframe`` (for Tardis sampling)."""
+    ``args.chain_format``, ``args.spot``, ``args.settlement``, ``args.timeframe`` (for Tardis sampling),
+    ``args.staleness_hours`` (oldest snapshot a chain may use, hours)."""
     chain = getattr(args, "chain", None)
     if not chain:
         raise ChainFileError("--chain: required with --source files; expected an option-chain CSV path")
     return ChainFileSource(chain, chain_format=getattr(args, "chain_format", None), spot=getattr(args, "spot", None),
                            settlement=getattr(args, "settlement", None),
-                           timeframe=getattr(args, "timeframe", None) or "1h")
+                           timeframe=getattr(args, "timeframe", None) or "1h",
+                           staleness=pd.Timedelta(hours=getattr(args, "staleness_hours", None) or 36))

@@ -59,6 +59,16 @@ def _timestamp(text: str) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def _positive_hours(text: str) -> float:
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = math.nan
+    if not hours > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}; allowed: a number of hours > 0")
+    return hours
+
+
 def _fill(text: str) -> tuple[str, float]:
     if text in ("bid", "mid"):
         return text, 1.0 if text == "bid" else 0.0
@@ -98,6 +108,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="files: chain layout (default: detected from the header)")
     d.add_argument("--spot", metavar="PATH", default=None, help="files: spot OHLC CSV")
     d.add_argument("--settlement", metavar="PATH", default=None, help="files: delivery-price CSV")
+    d.add_argument("--staleness", dest="staleness_hours", type=_positive_hours, default=36.0,
+                   help="files: oldest snapshot a chain at time t may use, in hours (default 36)")
     d.add_argument("--deribit-url", default=None,
                    help="deribit: main API base URL (default $DERIBIT_BASE_URL or https://www.deribit.com)")
     d.add_argument("--deribit-history-url", default=None,

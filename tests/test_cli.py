@@ -31,6 +31,7 @@ BAD_FLAGS = [
     (["backtest", "--policy", "nosuchmodule:f"], "--policy"),
     (["backtest", "--source", "nope"], "--source"),
     (["what-if"], "--at"),
+    (["backtest", "--staleness", "0"], "--staleness"),
 ]
 
 
