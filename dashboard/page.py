@@ -55,7 +55,7 @@ def available_sources() -> tuple[str, ...]:
     return tuple(out)
 
 
-FIRST_PAINT_PAUSE_S = 0.25
+FIRST_PAINT_PAUSE_S = 0.5
 
 SOURCE_ARGS = SimpleNamespace(chain=None, spot=None, settlement=None, chain_format=None, deribit_url=None,
                               deribit_history_url=None, cache_dir=None, no_cache=False)

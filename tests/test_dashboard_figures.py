@@ -41,7 +41,8 @@ def test_equity_figure_usd_and_coin_carry_the_core_numbers(result):
     np.testing.assert_array_equal(covered.y, result.equity_curve["equity_usd"].to_numpy())
     np.testing.assert_array_equal(hodl.y, result.equity_curve["hodl_usd"].to_numpy())
     assert len(entries.x) == len(expiries.x) == len(result.trades)
-    assert list(pd.DatetimeIndex(entries.x)) == [t.open_time for t in result.trades]
+    # Time axes carry naive UTC instants (see figures._times).
+    assert list(pd.DatetimeIndex(entries.x).tz_localize("UTC")) == [t.open_time for t in result.trades]
     coin = figures.equity_figure(result, "coin")
     assert coin.layout.yaxis.title.text == "Equity (BTC)"
     np.testing.assert_array_equal(coin.data[0].y, result.equity_curve["equity_coin"].to_numpy())
