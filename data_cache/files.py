@@ -508,6 +508,15 @@ class _Group:
         self.by_name = {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}
 
 
+def _optional_file(path, load):
+    """(coin named in the file name or None, (path, loaded data)) for a spot or settlement file;
+    (None, None) when no file is given."""
+    if path is None:
+        return None, None
+    first = _expand_paths(path)[0]
+    return _coin_in_name(first), (first, load(first))
+
+
 class ChainFileSource:
     """A :class:`~sim.data_source.MarketDataSource` over option-chain CSV files (see the module doc).
 
@@ -560,18 +569,8 @@ class ChainFileSource:
         self.paths = paths
         self.timeframe = timeframe
         self._spot: dict[str | None, tuple] = {}
-        if spot is not None:
-            spot_path = _expand_paths(spot)[0]
-            self._spot_coin = _coin_in_name(spot_path)
-            self._spot_file = (spot_path, _load_spot(spot_path))
-        else:
-            self._spot_coin, self._spot_file = None, None
-        if settlement is not None:
-            settle_path = _expand_paths(settlement)[0]
-            self._settle_coin = _coin_in_name(settle_path)
-            self._settle_file = (settle_path, _load_settlement(settle_path))
-        else:
-            self._settle_coin, self._settle_file = None, None
+        self._spot_coin, self._spot_file = _optional_file(spot, _load_spot)
+        self._settle_coin, self._settle_file = _optional_file(settlement, _load_settlement)
         name = paths[0].name if len(paths) == 1 else f"{len(paths)} files in {paths[0].parent.name or '.'}"
         self.label = f"chain files: {name}"
 
