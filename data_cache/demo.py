@@ -58,7 +58,7 @@ from data_cache.demo_surface import (
     strike_step,
     surface_iv,
 )
-from sim.fees import call_payoff_per_coin
+from sim.fees import option_payoff_per_coin
 from sim.instruments import (
     SettlementStyle,
     instrument_name,
@@ -323,7 +323,7 @@ class DemoMarket:
             exp_minute = (exp_ns - _EPOCH_NS) // _MIN_NS
             settle = (prices[exp_minute - m0] if exp_minute >= m0  # the same number, already at hand
                       else self.get_settlement_price(sym, parsed.expiry))
-            payoff = self._payoff(float(settle), K, settlement, kind)
+            payoff = option_payoff_per_coin(float(settle), K, settlement, kind)
 
         def mark(spot, at):  # at: the bar opens (boundaries [:-1]) or closes ([1:])
             value = self._model(p, spot, t_ns[at], sigma[at], K, exp_ns, settlement, kind)[0]
@@ -499,14 +499,6 @@ class DemoMarket:
             tick = linear_tick(float(spot))
             tick_of = functools.partial(np.full_like, fill_value=tick)
         return round_quotes(lo - tick_of(mark), hi + tick_of(mark), mark, tick_of)
-
-    @staticmethod
-    def _payoff(settle: float, K: float, settlement: SettlementStyle, kind: str) -> float:
-        """Value at expiry per coin in the settlement unit."""
-        if kind == "call":
-            return float(call_payoff_per_coin(settle, K, settlement))
-        intrinsic = max(K - settle, 0.0)
-        return intrinsic / settle if settlement == "inverse" else intrinsic
 
 
 def source_from_args(args=None) -> DemoMarket:

@@ -62,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.fees import call_payoff_per_coin
+from sim.fees import option_payoff_per_coin
 from sim.instruments import UNDERLYINGS, to_utc, underlying_spec
 from sim.pricing import inverse_price_coin
 from sim.types import TIMEFRAMES, OptionSnapshot, Timeframe, timeframe_delta
@@ -709,10 +709,8 @@ class ChainFileSource:
         if points[-1] >= expiry:
             sym = prefix.replace("_USDC", "")
             settle = self.get_settlement_price(sym, self._ts(expiry))
-            payoff = float(call_payoff_per_coin(settle, float(g.strike[rows[0]]),
-                                                "linear" if "_USDC" in prefix else "inverse"))
-            if g.otype[rows[0]] == "put":
-                payoff = max(float(g.strike[rows[0]]) - settle, 0.0) / (1.0 if "_USDC" in prefix else settle)
+            payoff = option_payoff_per_coin(settle, float(g.strike[rows[0]]),
+                                            "linear" if "_USDC" in prefix else "inverse", str(g.otype[rows[0]]))
             obs_t = np.append(obs_t, expiry)
             obs_v = np.append(obs_v, payoff)
         o, h, lo, c = _ohlc_on_grid(points, obs_t, obs_v, obs_t, obs_v, obs_v)

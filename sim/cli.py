@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from sim.data_source import DataSourceError
+from sim.instruments import to_utc
 from sim.policies import BUILTIN_POLICIES, load_policy
 from sim.simulator import CoveredCallSimulator, NoCandidateError
 from sim.types import TIMEFRAMES, CallSimulationConfig, SimulationResult, TradePath
@@ -52,11 +53,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _timestamp(text: str) -> pd.Timestamp:
     try:
-        ts = pd.Timestamp(text)
+        return to_utc(text)
     except (ValueError, TypeError):
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or time (e.g. 2024-01-01 or "
                                          "2024-03-01T08:00Z)") from None
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def _positive_hours(text: str) -> float:

@@ -42,12 +42,24 @@ def delivery_fee_per_coin(payoff, settlement_price, delivery_fee_rate, cap, sett
     return float(fee) if fee.ndim == 0 else fee
 
 
+def option_payoff_per_coin(settlement_price, strike, settlement, option_type="call"):
+    """Value of an option per coin at expiry, in its settlement unit.
+
+    Intrinsic value ``max(S_T - K, 0)`` for a call, ``max(K - S_T, 0)`` for a put: in USDC for
+    linear options, divided by ``S_T`` (coin) for inverse ones.
+    """
+    s = np.asarray(settlement_price, dtype=float)
+    k = np.asarray(strike, dtype=float)
+    if option_type not in ("call", "put"):
+        raise ValueError(f"option_type={option_type!r}; allowed: 'call' or 'put'")
+    intrinsic = np.maximum(s - k if option_type == "call" else k - s, 0.0)
+    out = intrinsic / s if settlement == "inverse" else intrinsic
+    return float(out) if out.ndim == 0 else out
+
+
 def call_payoff_per_coin(settlement_price, strike, settlement):
     """Value of a call per coin at expiry.
 
     ``max(S_T - K, 0) / S_T`` coin for inverse options, ``max(S_T - K, 0)`` USDC for linear ones.
     """
-    s = np.asarray(settlement_price, dtype=float)
-    intrinsic = np.maximum(s - np.asarray(strike, dtype=float), 0.0)
-    out = intrinsic / s if settlement == "inverse" else intrinsic
-    return float(out) if out.ndim == 0 else out
+    return option_payoff_per_coin(settlement_price, strike, settlement, "call")

@@ -137,3 +137,15 @@ def test_delivery_fee_vectorized():
     fee = delivery_fee_per_coin(payoff, 0.0, 0.00015, CAP, "inverse",
                                 is_daily=np.array([False, False, True, False]))
     np.testing.assert_allclose(fee, [0.0, 0.00015, 0.0, 0.125 * 100.0 / 100_100.0], rtol=1e-12, atol=0.0)
+
+
+def test_put_payoff_is_intrinsic_in_the_settlement_unit():
+    from sim.fees import option_payoff_per_coin
+
+    assert option_payoff_per_coin(80_000.0, 100_000.0, "inverse", "put") == pytest.approx(0.25)  # 20,000 / 80,000
+    assert option_payoff_per_coin(80_000.0, 100_000.0, "linear", "put") == 20_000.0
+    assert option_payoff_per_coin(120_000.0, 100_000.0, "inverse", "put") == 0.0
+    assert option_payoff_per_coin(110_000.0, 100_000.0, "inverse") == call_payoff_per_coin(110_000.0, 100_000.0,
+                                                                                           "inverse")
+    with pytest.raises(ValueError, match="option_type='straddle'"):
+        option_payoff_per_coin(1.0, 1.0, "linear", "straddle")
