@@ -80,8 +80,8 @@ def trade_currency(underlying: str) -> str:
 
 
 def perpetual_name(underlying: str) -> str:
-    spec = underlying_spec(underlying)
-    return f"{spec.symbol}-PERPETUAL" if spec.settlement == "inverse" else f"{spec.symbol}_USDC-PERPETUAL"
+    """``BTC-PERPETUAL`` (inverse) or ``SOL_USDC-PERPETUAL`` (linear): the options' prefix."""
+    return f"{underlying_spec(underlying).option_prefix}-PERPETUAL"
 
 
 def delivery_index(underlying: str) -> str:
