@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import importlib
 import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -22,7 +20,7 @@ import streamlit as st
 
 from dashboard import figures, params
 from dashboard.params import DEFAULTS, Inputs
-from data_cache.sources import SOURCE_HELP, SOURCES, make_source
+from data_cache.sources import SOURCE_HELP, SOURCE_NAMES, SourceOptions, make_source, missing_options
 from sim.data_source import DataSourceError
 from sim.simulator import CoveredCallSimulator, NoCandidateError
 from sim.sweep import SWEEP_METRICS, best_cell, sweep_delta_dte
@@ -44,27 +42,19 @@ SOURCE_ERRORS = (DataSourceError, ValueError, OSError, LookupError)
 
 @st.cache_resource(show_spinner=False)
 def available_sources() -> tuple[str, ...]:
-    """The registry's sources whose modules import (the demo market always does)."""
-    out = []
-    for name, target in SOURCES.items():
-        try:
-            importlib.import_module(target.partition(":")[0])
-        except Exception:  # noqa: BLE001 - a source being built elsewhere may not import yet
-            continue
-        out.append(name)
-    return tuple(out)
+    """The sources that can open with the page's options (the demo market always can)."""
+    return tuple(name for name in SOURCE_NAMES if missing_options(name, SOURCE_OPTIONS) is None)
 
 
 FIRST_PAINT_PAUSE_S = 0.5
 
-SOURCE_ARGS = SimpleNamespace(chain=None, spot=None, settlement=None, chain_format=None, deribit_url=None,
-                              deribit_history_url=None, cache_dir=None, no_cache=False)
+SOURCE_OPTIONS = SourceOptions()
 
 
 @st.cache_resource(show_spinner=False)
 def get_source(name: str):
     """One shared data source per name (holding its disk cache, if it has one)."""
-    return make_source(name, SOURCE_ARGS)
+    return make_source(name, SOURCE_OPTIONS)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -87,7 +77,7 @@ def run_what_if(src: str, cfg: CallSimulationConfig, sell_iso: str):
 
 def source_factory(name: str):
     """A picklable recipe that builds the same source in a worker process."""
-    return functools.partial(make_source, name, SOURCE_ARGS)
+    return functools.partial(make_source, name, SOURCE_OPTIONS)
 
 
 @st.cache_resource(show_spinner=False)

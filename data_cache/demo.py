@@ -499,8 +499,3 @@ class DemoMarket:
             tick = linear_tick(float(spot))
             tick_of = functools.partial(np.full_like, fill_value=tick)
         return round_quotes(lo - tick_of(mark), hi + tick_of(mark), mark, tick_of)
-
-
-def source_from_args(args=None) -> DemoMarket:
-    """The demo market for the CLI/dashboard registry (:mod:`data_cache.sources`); takes no options."""
-    return DemoMarket()

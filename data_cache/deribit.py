@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from data_cache.cache import open_cache
 from data_cache.deribit_client import DeribitClient
+from data_cache.sources import SourceOptions
 from sim.data_source import DataSourceError
 from sim.instruments import parse_instrument_name, to_utc, underlying_spec
 from sim.pricing import black76_delta, black76_price
@@ -379,10 +379,9 @@ class DeribitSource:
         return self.client.delivery_price(delivery_index(underlying), expiry.strftime("%Y-%m-%d"))
 
 
-def source_from_args(args: Any = None) -> DeribitSource:
-    """The Deribit source for the CLI/dashboard registry: ``deribit_url``, ``deribit_history_url``,
-    ``cache_dir`` and ``no_cache`` from ``args`` (any may be missing or None)."""
-    get = (lambda name: getattr(args, name, None)) if args is not None else (lambda name: None)
-    cache = None if get("no_cache") else open_cache(get("cache_dir"))
-    client = DeribitClient(get("deribit_url"), get("deribit_history_url"), cache=cache)
+def source_from_options(options: SourceOptions) -> DeribitSource:
+    """The Deribit source for :func:`data_cache.sources.make_source`: ``deribit_url``,
+    ``deribit_history_url``, ``cache_dir`` and ``no_cache`` from ``options``."""
+    cache = None if options.no_cache else open_cache(options.cache_dir)
+    client = DeribitClient(options.deribit_url, options.deribit_history_url, cache=cache)
     return DeribitSource(client)

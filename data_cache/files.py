@@ -62,12 +62,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_cache.sources import SourceOptions
 from sim.fees import option_payoff_per_coin
 from sim.instruments import UNDERLYINGS, to_utc, underlying_spec
 from sim.pricing import inverse_price_coin
 from sim.types import TIMEFRAMES, OptionSnapshot, Timeframe, timeframe_delta
 
-__all__ = ["ChainFileError", "ChainFileSource", "CHAIN_FORMATS", "source_from_args"]
+__all__ = ["ChainFileError", "ChainFileSource", "CHAIN_FORMATS", "source_from_options"]
 
 CHAIN_FORMATS: tuple[str, ...] = ("tardis", "deribit_snapshot", "optionsdx")
 DEFAULT_STALENESS = pd.Timedelta(hours=36)
@@ -736,14 +737,12 @@ class ChainFileSource:
         return float(g.snap_index[k])
 
 
-def source_from_args(args) -> ChainFileSource:
-    """The chain-file source for the CLI/dashboard registry: ``args.chain`` (required),
-    ``args.chain_format``, ``args.spot``, ``args.settlement``, ``args.timeframe`` (for Tardis sampling),
-    ``args.staleness_hours`` (oldest snapshot a chain may use, hours)."""
-    chain = getattr(args, "chain", None)
-    if not chain:
+def source_from_options(options: SourceOptions) -> ChainFileSource:
+    """The chain-file source for :func:`data_cache.sources.make_source`: ``chain`` (required),
+    ``chain_format``, ``spot``, ``settlement``, ``timeframe`` (for Tardis sampling) and
+    ``staleness_hours`` (oldest snapshot a chain may use, hours) from ``options``."""
+    if not options.chain:
         raise ChainFileError("--chain: required with --source files; expected an option-chain CSV path")
-    return ChainFileSource(chain, chain_format=getattr(args, "chain_format", None), spot=getattr(args, "spot", None),
-                           settlement=getattr(args, "settlement", None),
-                           timeframe=getattr(args, "timeframe", None) or "1h",
-                           staleness=pd.Timedelta(hours=getattr(args, "staleness_hours", None) or 36))
+    return ChainFileSource(options.chain, chain_format=options.chain_format, spot=options.spot,
+                           settlement=options.settlement, timeframe=options.timeframe,
+                           staleness=pd.Timedelta(hours=options.staleness_hours))

@@ -14,6 +14,11 @@ Conventions for every implementation:
   (coin per coin for inverse options, USDC per coin for linear ones).
 - ``list_option_chain`` returns every option listed at ``as_of`` (or, with ``expiry_range``,
   at least those expiring inside it), priced at ``as_of``.
+- Optional: ``settlement_estimate(underlying, expiry) -> str | None``. A source whose
+  ``get_settlement_price`` is not Deribit's delivery price for that expiry (a chain file without a
+  delivery-price file, say) returns a short label of how it estimated it, e.g. ``"estimated:
+  spot at 08:00 UTC"``; None (or no such method) means a real delivery price.
+  :func:`settlement_estimate` asks any source, with that default.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ from sim.types import OptionSnapshot, Timeframe
 
 class DataSourceError(RuntimeError):
     """A market data source could not answer (network fault, missing or malformed data)."""
+
+
+def settlement_estimate(source: object, underlying: str, expiry: pd.Timestamp) -> str | None:
+    """How ``source`` estimated the settlement of ``expiry``: a short label, or None for a real
+    delivery price (also for sources without the optional ``settlement_estimate`` method)."""
+    method = getattr(source, "settlement_estimate", None)
+    return None if method is None else method(underlying, expiry)
 
 
 @runtime_checkable

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from sim.instruments import SettlementStyle, to_utc, underlying_spec
+from sim.instruments import SettlementStyle, underlying_spec
+from sim.validation import check, finite_number, parse_iso_utc
 
 Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "15m", "1h", "4h", "1d")
@@ -82,9 +83,24 @@ class OptionSnapshot:
         return self.dte / 365.0
 
 
-def _check(cond: bool, name: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise ValueError(f"{name}={value!r} is out of range; allowed: {allowed}")
+MAX_COINS = 1e12            # coins: a position or lot beyond this is a typo, not a portfolio
+MAX_DTE_DAYS = 365.0        # days: Deribit lists nothing further out than about a year
+MAX_DECISION_BARS = 1_000_000
+
+# Numeric config fields -> what is allowed, in words (also the error message's "allowed" part).
+_FLOAT_FIELDS: dict[str, str] = {
+    "initial_spot_position": f"> 0 coins, at most {MAX_COINS:g}",
+    "contract_size": f"> 0 coins, at most {MAX_COINS:g}",
+    "fee_rate": "0 <= fee_rate < 0.01 (a fraction: 0.0003 = 0.03%)",
+    "risk_free_rate": "-1 < risk_free_rate < 1 (a fraction per year)",
+    "target_dte": f"1 to {MAX_DTE_DAYS:g} days",
+    "dte_tolerance": f"0 to {MAX_DTE_DAYS:g} days",
+    "target_delta": "0 < delta < 1",
+    "delta_tolerance": "0 to 1",
+    "fill_fraction": "0 <= fill_fraction <= 1",
+    "delivery_fee_rate": "0 <= delivery_fee_rate < 0.01 (a fraction: 0.00015 = 0.015%)",
+    "fee_cap_fraction": "0 <= fee_cap_fraction <= 1",
+}
 
 
 @dataclass(frozen=True)
@@ -138,48 +154,50 @@ class CallSimulationConfig:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        _check(isinstance(self.underlying, str) and self.underlying.strip().isalnum(),
-               "underlying", self.underlying, "a coin symbol such as BTC, ETH, SOL")
+        check(isinstance(self.underlying, str) and self.underlying.strip().isalnum(),
+              "underlying", self.underlying, "a coin symbol such as BTC, ETH, SOL")
         set_(self, "underlying", self.underlying.strip().upper())
         for name in ("start", "end"):
-            try:
-                set_(self, name, to_utc(getattr(self, name)))
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not a timestamp: {exc}") from None
-        _check(self.end > self.start, "end", str(self.end), f"after start ({self.start})")
-        _check(self.timeframe in TIMEFRAMES, "timeframe", self.timeframe, ", ".join(TIMEFRAMES))
+            set_(self, name, parse_iso_utc(getattr(self, name), name))
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, finite_number(value, name, _FLOAT_FIELDS[name]))
+        check(self.end > self.start, "end", self.end, f"a time after start ({self.start:%Y-%m-%d %H:%M} UTC)")
+        check(self.timeframe in TIMEFRAMES, "timeframe", self.timeframe, ", ".join(TIMEFRAMES))
         every = self.decision_interval_bars
-        _check(isinstance(every, int | np.integer) and not isinstance(every, bool) and every >= 1,
-               "decision_interval_bars", every, "an integer >= 1")
+        check(isinstance(every, int | np.integer) and not isinstance(every, bool) and 1 <= every <= MAX_DECISION_BARS,
+              "decision_interval_bars", every, f"a whole number of bars, 1 to {MAX_DECISION_BARS:,}")
         set_(self, "decision_interval_bars", int(every))
         spec = underlying_spec(self.underlying)
         if self.settlement is None:
             set_(self, "settlement", spec.settlement)
-        _check(self.settlement in ("inverse", "linear"), "settlement", self.settlement,
-               "'inverse' or 'linear'")
+        check(self.settlement in ("inverse", "linear"), "settlement", self.settlement,
+              "'inverse' or 'linear'")
         if self.contract_size is None:
             set_(self, "contract_size", spec.contract_size)
-        _check(self.contract_size > 0, "contract_size", self.contract_size, "> 0 coins")
+        check(0 < self.contract_size <= MAX_COINS, "contract_size", self.contract_size, _FLOAT_FIELDS["contract_size"])
         if self.initial_spot_position is None:
             set_(self, "initial_spot_position", max(1.0, self.contract_size))
-        _check(self.initial_spot_position > 0, "initial_spot_position",
-               self.initial_spot_position, "> 0 coins")
-        _check(self.initial_spot_position >= self.contract_size - 1e-12, "initial_spot_position",
-               self.initial_spot_position, f">= one lot of {self.underlying} ({self.contract_size:g} coins)")
-        _check(0 < self.target_delta < 1, "target_delta", self.target_delta, "0 < delta < 1")
-        _check(self.delta_tolerance >= 0, "delta_tolerance", self.delta_tolerance, ">= 0")
-        _check(self.target_dte >= 1, "target_dte", self.target_dte, ">= 1 day")
-        _check(self.dte_tolerance >= 0, "dte_tolerance", self.dte_tolerance, ">= 0 days")
-        _check(0 <= self.fee_rate < 0.01, "fee_rate", self.fee_rate, "0 <= fee_rate < 0.01")
-        _check(0 <= self.delivery_fee_rate < 0.01, "delivery_fee_rate", self.delivery_fee_rate,
-               "0 <= delivery_fee_rate < 0.01")
-        _check(0 <= self.fee_cap_fraction <= 1, "fee_cap_fraction", self.fee_cap_fraction,
-               "0 <= fee_cap_fraction <= 1")
-        _check(-1 < self.risk_free_rate < 1, "risk_free_rate", self.risk_free_rate,
-               "-1 < risk_free_rate < 1")
-        _check(self.fill_model in ("bid", "mid", "fraction"), "fill_model", self.fill_model,
-               "'bid', 'mid' or 'fraction'")
-        _check(0 <= self.fill_fraction <= 1, "fill_fraction", self.fill_fraction, "0 <= fill_fraction <= 1")
+        check(0 < self.initial_spot_position <= MAX_COINS, "initial_spot_position",
+              self.initial_spot_position, _FLOAT_FIELDS["initial_spot_position"])
+        check(self.initial_spot_position >= self.contract_size - 1e-12, "initial_spot_position",
+              self.initial_spot_position, f">= one lot of {self.underlying} ({self.contract_size:g} coins)")
+        check(0 < self.target_delta < 1, "target_delta", self.target_delta, _FLOAT_FIELDS["target_delta"])
+        check(0 <= self.delta_tolerance <= 1, "delta_tolerance", self.delta_tolerance,
+              _FLOAT_FIELDS["delta_tolerance"])
+        check(1 <= self.target_dte <= MAX_DTE_DAYS, "target_dte", self.target_dte, _FLOAT_FIELDS["target_dte"])
+        check(0 <= self.dte_tolerance <= MAX_DTE_DAYS, "dte_tolerance", self.dte_tolerance,
+              _FLOAT_FIELDS["dte_tolerance"])
+        check(0 <= self.fee_rate < 0.01, "fee_rate", self.fee_rate, _FLOAT_FIELDS["fee_rate"])
+        check(0 <= self.delivery_fee_rate < 0.01, "delivery_fee_rate", self.delivery_fee_rate,
+              _FLOAT_FIELDS["delivery_fee_rate"])
+        check(0 <= self.fee_cap_fraction <= 1, "fee_cap_fraction", self.fee_cap_fraction,
+              _FLOAT_FIELDS["fee_cap_fraction"])
+        check(-1 < self.risk_free_rate < 1, "risk_free_rate", self.risk_free_rate, _FLOAT_FIELDS["risk_free_rate"])
+        check(self.fill_model in ("bid", "mid", "fraction"), "fill_model", self.fill_model,
+              "'bid', 'mid' or 'fraction'")
+        check(0 <= self.fill_fraction <= 1, "fill_fraction", self.fill_fraction, _FLOAT_FIELDS["fill_fraction"])
 
     @property
     def bar(self) -> pd.Timedelta:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from sim.types import CallSimulationConfig
+from sim.validation import ConfigError
 
 
 def msg(field: str, allowed: str) -> str:
@@ -26,19 +27,19 @@ def msg(field: str, allowed: str) -> str:
 
 @pytest.mark.parametrize("kwargs, pattern", [
     # end after start
-    ({"start": "2024-07-01", "end": "2024-01-01"}, msg("end", "after start (2024-07-01 00:00:00+00:00)")),
-    ({"start": "2024-07-01", "end": "2024-07-01"}, msg("end", "after start")),
+    ({"start": "2024-07-01", "end": "2024-01-01"}, msg("end", "a time after start (2024-07-01 00:00 UTC)")),
+    ({"start": "2024-07-01", "end": "2024-07-01"}, msg("end", "a time after start")),
     # 0 < target_delta < 1
     ({"target_delta": 0.0}, msg("target_delta", "0 < delta < 1")),
     ({"target_delta": 1.0}, msg("target_delta", "0 < delta < 1")),
     ({"target_delta": -0.25}, msg("target_delta", "0 < delta < 1")),
     ({"target_delta": math.nan}, msg("target_delta", "0 < delta < 1")),
     # target_dte >= 1 day
-    ({"target_dte": 0.5}, msg("target_dte", ">= 1 day")),
-    ({"target_dte": 0}, msg("target_dte", ">= 1 day")),
+    ({"target_dte": 0.5}, msg("target_dte", "1 to 365 days")),
+    ({"target_dte": 0}, msg("target_dte", "1 to 365 days")),
     # tolerances >= 0
-    ({"delta_tolerance": -0.01}, msg("delta_tolerance", ">= 0")),
-    ({"dte_tolerance": -1.0}, msg("dte_tolerance", ">= 0 days")),
+    ({"delta_tolerance": -0.01}, msg("delta_tolerance", "0 to 1")),
+    ({"dte_tolerance": -1.0}, msg("dte_tolerance", "0 to 365 days")),
     # known timeframe
     ({"timeframe": "2h"}, msg("timeframe", "1m, 5m, 15m, 1h, 4h, 1d")),
     ({"timeframe": "1H"}, msg("timeframe", "1m, 5m, 15m, 1h, 4h, 1d")),
@@ -48,14 +49,14 @@ def msg(field: str, allowed: str) -> str:
     ({"initial_spot_position": 0.05}, msg("initial_spot_position", ">= one lot of BTC (0.1 coins)")),
     ({"underlying": "SOL", "initial_spot_position": 5.0}, msg("initial_spot_position", ">= one lot of SOL (10 coins)")),
     # decision_interval_bars: integer >= 1
-    ({"decision_interval_bars": 0}, msg("decision_interval_bars", "an integer >= 1")),
-    ({"decision_interval_bars": -3}, msg("decision_interval_bars", "an integer >= 1")),
-    ({"decision_interval_bars": 1.5}, msg("decision_interval_bars", "an integer >= 1")),
-    ({"decision_interval_bars": "24"}, msg("decision_interval_bars", "an integer >= 1")),
+    ({"decision_interval_bars": 0}, msg("decision_interval_bars", "a whole number of bars, 1 to 1,000,000")),
+    ({"decision_interval_bars": -3}, msg("decision_interval_bars", "a whole number of bars, 1 to 1,000,000")),
+    ({"decision_interval_bars": 1.5}, msg("decision_interval_bars", "a whole number of bars, 1 to 1,000,000")),
+    ({"decision_interval_bars": "24"}, msg("decision_interval_bars", "a whole number of bars, 1 to 1,000,000")),
     # fee rates and cap
-    ({"fee_rate": -0.0001}, msg("fee_rate", "0 <= fee_rate < 0.01")),
-    ({"fee_rate": 0.01}, msg("fee_rate", "0 <= fee_rate < 0.01")),
-    ({"fee_rate": 3.0}, msg("fee_rate", "0 <= fee_rate < 0.01")),
+    ({"fee_rate": -0.0001}, msg("fee_rate", "0 <= fee_rate < 0.01 (a fraction: 0.0003 = 0.03%)")),
+    ({"fee_rate": 0.01}, msg("fee_rate", "0 <= fee_rate < 0.01 (a fraction: 0.0003 = 0.03%)")),
+    ({"fee_rate": 3.0}, msg("fee_rate", "0 <= fee_rate < 0.01 (a fraction: 0.0003 = 0.03%)")),
     ({"delivery_fee_rate": 0.02}, msg("delivery_fee_rate", "0 <= delivery_fee_rate < 0.01")),
     ({"fee_cap_fraction": 1.5}, msg("fee_cap_fraction", "0 <= fee_cap_fraction <= 1")),
     # fill model and fraction
@@ -83,8 +84,41 @@ def test_invalid_values_raise_naming_field_and_range(kwargs, pattern):
     ("start", object()),
 ])
 def test_bad_timestamp_raises_naming_field(field, value):
-    with pytest.raises(ValueError, match=rf"^{field}=.* is not a timestamp"):
+    with pytest.raises(ConfigError, match=rf"^{field}=.* is not (an ISO|a valid) date or time") as info:
         CallSimulationConfig(**{field: value})
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("value", ["01/03/2024", "3 Jan 2024", "today", "2024-1-3", "20240103", "1900-01-01",
+                                   "9999-12-31"])
+def test_only_iso_dates_inside_1970_2200_are_read(value):
+    """01/03/2024 is not silently 3 January; years pandas cannot hold are refused, not overflowed."""
+    with pytest.raises(ConfigError) as info:
+        CallSimulationConfig(start=value, end="2200-01-01")
+    assert info.value.field == "start" and info.value.value == value
+    assert "ISO date or time" in info.value.allowed
+
+
+@pytest.mark.parametrize("field", ["target_dte", "dte_tolerance", "target_delta", "delta_tolerance", "fee_rate",
+                                   "delivery_fee_rate", "initial_spot_position", "contract_size", "fill_fraction",
+                                   "risk_free_rate", "fee_cap_fraction"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 1e308, "1" + "0" * 400, "abc"])
+def test_non_finite_or_absurd_numbers_are_refused_naming_the_field(field, value):
+    """inf, 1e308 or a 400-digit number never becomes a config (nor an OverflowError later)."""
+    with pytest.raises(ConfigError) as info:
+        CallSimulationConfig(**{field: value})
+    assert info.value.field == field
+    assert info.value.allowed
+    assert str(info.value).startswith(f"{field}=")
+
+
+def test_config_error_carries_field_value_and_allowed_range():
+    with pytest.raises(ConfigError) as info:
+        CallSimulationConfig(target_dte=400)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert (err.field, err.value, err.allowed) == ("target_dte", 400.0, "1 to 365 days")
+    assert err.with_name("--dte") == "--dte: 400.0 is out of range; allowed: 1 to 365 days"
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,8 +19,9 @@ import pytest
 
 from data_cache import cli as dc_cli
 from data_cache.cache import CachedSource, open_cache
-from data_cache.deribit import DeribitSource, chart_to_bars, price_chain, source_from_args
+from data_cache.deribit import DeribitSource, chart_to_bars, price_chain, source_from_options
 from data_cache.deribit_client import DeribitClient
+from data_cache.sources import SourceOptions
 from sim.data_source import DataSourceError, MarketDataSource
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig
@@ -268,17 +270,11 @@ def test_killed_fetch_leaves_a_cache_the_next_run_completes(tmp_path):
 # ------------------------------------------------------------------------------ command lines
 
 
-def test_source_from_args_honours_flags(tmp_path):
-    class Args:
-        deribit_url = "http://127.0.0.1:9"
-        deribit_history_url = None
-        cache_dir = str(tmp_path / "flags")
-        no_cache = False
-
-    s = source_from_args(Args)
-    assert s.client.base_url == "http://127.0.0.1:9" and s.client.cache.directory == Args.cache_dir
-    Args.no_cache = True
-    assert source_from_args(Args).client.cache is None
+def test_source_from_options_honours_flags(tmp_path):
+    opts = SourceOptions(deribit_url="http://127.0.0.1:9", cache_dir=str(tmp_path / "flags"))
+    s = source_from_options(opts)
+    assert s.client.base_url == "http://127.0.0.1:9" and s.client.cache.directory == opts.cache_dir
+    assert source_from_options(replace(opts, no_cache=True)).client.cache is None
 
 
 def test_sim_backtest_against_an_unreachable_deribit_fails_cleanly(tmp_path):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_cache.files import ChainFileError, ChainFileSource, source_from_args
+from data_cache.files import ChainFileError, ChainFileSource, source_from_options
+from data_cache.sources import SourceOptions
 from sim.cli import main
 from sim.data_source import MarketDataSource
 from sim.pricing import black76_delta, inverse_price_coin
@@ -411,7 +412,7 @@ def test_malformed_spot_and_settlement_files(tmp_path, daily_path):
     with pytest.raises(ChainFileError, match="nope.csv: file not found"):
         ChainFileSource(tmp_path / "nope.csv")
     with pytest.raises(ChainFileError, match="--chain: required"):
-        source_from_args(type("A", (), {"chain": None})())
+        source_from_options(SourceOptions())
 
 
 def test_duplicate_snapshot_across_files(tmp_path):
