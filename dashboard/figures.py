@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from sim.sweep import SWEEP_METRICS
-from sim.types import SimulationResult, TradePath
+from sim.types import SimulatedTrade, SimulationResult
 
 TIME_AXIS = "Time (UTC)"
 COLORS = {"covered": "#1f77b4", "hodl": "#7f7f7f", "entry": "#2ca02c", "expiry": "#d62728", "strike": "#ff7f0e",
@@ -165,9 +165,9 @@ def spot_figure(spot: pd.Series, decisions: pd.DatetimeIndex, coin: str, sell: p
     return fig
 
 
-def whatif_figure(tp: TradePath) -> go.Figure:
+def whatif_figure(tp: SimulatedTrade) -> go.Figure:
     """One trade's path to expiry: spot and strike, the short call's value, covered vs HODL (all USD)."""
-    t, f = tp.trade, tp.frame
+    t, f = tp, tp.path
     x = _times(f.index)
     unit = t.underlying if t.settlement == "inverse" else "USDC"
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.4, 0.25, 0.35],

@@ -21,6 +21,7 @@ import streamlit as st
 from dashboard import figures, params
 from dashboard.params import DEFAULTS, Inputs
 from data_cache.sources import SOURCE_HELP, SOURCE_NAMES, SourceOptions, make_source, missing_options
+from sim import schedule
 from sim.data_source import DataSourceError
 from sim.simulator import CoveredCallSimulator, NoCandidateError
 from sim.sweep import SWEEP_METRICS, best_cell, sweep_delta_dte
@@ -64,7 +65,7 @@ def run_backtest(src: str, cfg: CallSimulationConfig, _progress=None) -> Simulat
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def run_what_if(src: str, cfg: CallSimulationConfig, sell_iso: str):
-    """("ok", TradePath) or ("none", message, nearest calls as rows)."""
+    """("ok", SimulatedTrade) or ("none", message, nearest calls as rows)."""
     try:
         return ("ok", CoveredCallSimulator(get_source(src), cfg).simulate_single_call(sell_iso))
     except NoCandidateError as exc:
@@ -240,7 +241,7 @@ def what_if_panel(src: str, cfg: CallSimulationConfig, sell: pd.Timestamp) -> No
             st.dataframe(pd.DataFrame(outcome[2]), hide_index=True)
         return
     tp = outcome[1]
-    t = tp.trade
+    t = tp
     coin = t.underlying
     rows = [
         [("Strike (USD)", f"{t.strike:,.6g}"), ("Delta N(d1)", f"{t.delta:.3f}"), ("DTE (days)", f"{t.dte:.2f}"),
@@ -272,7 +273,7 @@ def what_if_section(src: str, cfg: CallSimulationConfig, result: SimulationResul
         st.header("What if I sold here?")
         curve = result.equity_curve
         spot = curve["spot"][curve.index <= cfg.end]
-        decisions = pd.date_range(cfg.start.ceil(cfg.bar), cfg.end, freq=cfg.bar * cfg.decision_interval_bars)
+        decisions = schedule.decision_times(cfg)
         st.plotly_chart(figures.spot_figure(spot, decisions, cfg.underlying, sell), key="spot_chart",
                         on_select=on_spot_select, selection_mode="points")
         if sell is None:

@@ -25,9 +25,11 @@ from tqdm import tqdm
 from data_cache.cache import cache_stats, open_cache
 from data_cache.deribit import DeribitSource
 from data_cache.deribit_client import DeribitClient
+from sim import schedule
 from sim.data_source import DataSourceError
 from sim.instruments import to_utc
-from sim.types import TIMEFRAMES, timeframe_delta
+from sim.policies import in_delta_band
+from sim.types import TIMEFRAMES, CallSimulationConfig
 
 
 class UsageError(Exception):
@@ -90,20 +92,22 @@ def fetch(source: DeribitSource, underlying: str, start: pd.Timestamp, end: pd.T
           decision_every: int = 24, dte: float = 7.0, dte_tol: float = 2.0, delta: float = 0.25,
           delta_tol: float = 0.05, progress: bool = True) -> dict[str, int]:
     """Download (into the client's cache) what a backtest of ``[start, end]`` needs; returns counts."""
-    bar = timeframe_delta(timeframe)
-    horizon = end + pd.Timedelta(days=dte + dte_tol) + 2 * bar
-    decisions = pd.date_range(start.ceil(bar), end, freq=bar * decision_every)
+    cfg = CallSimulationConfig(underlying=underlying, start=start, end=end, timeframe=timeframe,
+                               decision_interval_bars=decision_every, target_dte=dte, dte_tolerance=dte_tol,
+                               target_delta=delta, delta_tolerance=delta_tol)
+    decisions = schedule.decision_times(cfg)
     bar_total = tqdm(total=len(decisions) + 2, desc=f"fetch {underlying}", unit="step", disable=not progress,
                      file=sys.stderr)
-    source.get_spot_ohlc(underlying, start, horizon, timeframe)
+    source.get_spot_ohlc(underlying, start, schedule.horizon(cfg), timeframe)
     bar_total.update(1)
     expiries: set[pd.Timestamp] = set()
     options = 0
     for t in decisions:
-        window = (t + pd.Timedelta(days=max(dte - dte_tol, 0.0)), t + pd.Timedelta(days=dte + dte_tol))
+        window = schedule.dte_window(t, dte, dte_tol)
         chain = source.list_option_chain(underlying, t, expiry_range=window)
         for o in chain:
-            if o.option_type == "call" and abs(o.delta - delta) <= delta_tol + 1e-12 and o.bid is not None:
+            if (o.option_type == "call" and window[0] <= o.expiry <= window[1] and o.bid is not None
+                    and in_delta_band(o, delta, delta_tol)):
                 source.get_option_ohlc(o.instrument_name, t, o.expiry, timeframe)
                 expiries.add(o.expiry)
                 options += 1

@@ -26,7 +26,7 @@ from sim.data_source import DataSourceError
 from sim.instruments import to_utc
 from sim.policies import BUILTIN_POLICIES, load_policy
 from sim.simulator import CoveredCallSimulator, NoCandidateError
-from sim.types import TIMEFRAMES, CallSimulationConfig, SimulationResult, TradePath
+from sim.types import TIMEFRAMES, CallSimulationConfig, SimulatedTrade, SimulationResult
 
 SOURCES: tuple[str, ...] = ("demo", "deribit", "files")
 SOURCE_REGISTRY = "data_cache.sources:make_source"
@@ -221,10 +221,10 @@ def backtest_json(result: SimulationResult, source) -> dict[str, Any]:
     })
 
 
-def what_if_json(config: CallSimulationConfig, tp: TradePath, source) -> dict[str, Any]:
+def what_if_json(config: CallSimulationConfig, tp: SimulatedTrade, source) -> dict[str, Any]:
     """The ``what-if --json`` document."""
     return _clean({"source": _source_info(source), "config": config.to_dict(),
-                   "trade": tp.trade.to_dict(), "path": _frame_records(tp.frame)})
+                   "trade": tp.to_dict(), "path": _frame_records(tp.path)})
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -280,9 +280,9 @@ def format_backtest(result: SimulationResult, max_trades: int = 25) -> str:
     return "\n".join(lines)
 
 
-def format_what_if(tp: TradePath, source_label: str) -> str:
+def format_what_if(tp: SimulatedTrade, source_label: str) -> str:
     """A readable report of one what-if trade."""
-    t = tp.trade
+    t = tp
     unit = t.underlying if t.settlement == "inverse" else "USDC"
     rows = [
         ("Data", source_label), ("Instrument", t.instrument_name),

@@ -12,14 +12,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 
+from sim import schedule
 from sim.types import OptionSnapshot, State
 
 Policy = Callable[[State, list[OptionSnapshot]], OptionSnapshot | None]
 
 
 def in_dte_band(option: OptionSnapshot, target_dte: float, dte_tolerance: float) -> bool:
-    """True when the option's days to expiry lie within ``target_dte ± dte_tolerance``."""
-    return abs(option.dte - target_dte) <= dte_tolerance + 1e-9
+    """True when the option's expiry lies in the DTE band at its ``as_of`` (:mod:`sim.schedule`)."""
+    return schedule.in_dte_band(option.expiry, option.as_of, target_dte, dte_tolerance)
 
 
 def in_delta_band(option: OptionSnapshot, target_delta: float, delta_tolerance: float) -> bool:

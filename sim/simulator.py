@@ -29,11 +29,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sim.data_source import MarketDataSource
+from sim import schedule
+from sim.data_source import DataSourceError, MarketDataSource, settlement_estimate
 from sim.fees import call_payoff_per_coin, delivery_fee_per_coin, trade_fee_per_coin
-from sim.instruments import expiry_kind, to_utc
+from sim.instruments import expiry_kind
 from sim.metrics import compute_metrics, max_drawdown_pct
-from sim.policies import Policy, in_dte_band, select_in_band, target_delta_policy
+from sim.policies import Policy, select_in_band, target_delta_policy
 from sim.types import (
     CallSimulationConfig,
     NoTrade,
@@ -41,8 +42,8 @@ from sim.types import (
     SimulatedTrade,
     SimulationResult,
     State,
-    TradePath,
 )
+from sim.validation import ConfigError, parse_iso_utc
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -50,6 +51,15 @@ ProgressCallback = Callable[[float, str], None]
 def _ns(index: pd.DatetimeIndex) -> np.ndarray:
     """Nanoseconds since the epoch (pandas 3 indexes may be in s/ms/us units)."""
     return index.as_unit("ns").asi8
+
+
+class PolicyError(RuntimeError):
+    """A policy raised, or returned something that is not one of its candidates. The message names
+    the policy and the decision time."""
+
+
+class _CannotSettle(LookupError):
+    """The data cannot settle a call (it ends before the expiry, or has no settlement price)."""
 
 
 class NoCandidateError(LookupError):
@@ -76,6 +86,10 @@ class _Market:
     def index_at_or_after(self, t: pd.Timestamp) -> int:
         return int(np.searchsorted(self.ns, t.value, side="left"))
 
+    @property
+    def last(self) -> pd.Timestamp:
+        return self.times[-1]
+
 
 @dataclass
 class _Leg:
@@ -87,7 +101,6 @@ class _Leg:
     liability_usd: np.ndarray     # liability at instants j_open .. j_close - 1
     open_flow: float              # settlement unit, total for the size: premium - fee (>= 0 usually)
     close_flow: float             # settlement unit, total: payoff or buy-back plus fee (>= 0)
-    path: pd.DataFrame
 
 
 class CoveredCallSimulator:
@@ -105,32 +118,25 @@ class CoveredCallSimulator:
 
     # ------------------------------------------------------------------ grid and state
 
-    def _horizon(self, last_decision: pd.Timestamp) -> pd.Timestamp:
-        """Last instant the market is needed for: the latest expiry a call sold then can have."""
-        cfg = self.config
-        span = pd.Timedelta(days=cfg.target_dte + cfg.dte_tolerance) + 2 * cfg.bar
-        return last_decision + span
-
     def _load_market(self, start: pd.Timestamp, end: pd.Timestamp) -> _Market:
+        """Spot at bar instants from ``start`` to ``end`` or the end of the source's data."""
         cfg = self.config
         ohlc = self.source.get_spot_ohlc(cfg.underlying, start, end, cfg.timeframe)
         if ohlc.empty:
-            raise ValueError(f"no spot data for {cfg.underlying} between {start} and {end}")
+            raise ValueError(f"no spot data for {cfg.underlying} between {start:%Y-%m-%d %H:%M} and "
+                             f"{end:%Y-%m-%d %H:%M} UTC")
         times = ohlc.index.append(pd.DatetimeIndex([ohlc.index[-1] + cfg.bar]))
         spot = np.concatenate([[float(ohlc["open"].iloc[0])], ohlc["close"].to_numpy(dtype=float)])
         return _Market(times=times, spot=spot)
 
     def _market_for_policy(self) -> _Market:
         if self._market is None:
-            cfg = self.config
-            self._market = self._load_market(cfg.start, self._horizon(cfg.end))
+            self._market = self._load_market(self.config.start, schedule.horizon(self.config))
         return self._market
 
     def _generate_decision_times(self) -> pd.DatetimeIndex:
-        """Decision instants: ``start`` (rounded up to the bar grid) then every ``decision_interval_bars``
-        bars, up to ``end``."""
-        cfg = self.config
-        return pd.date_range(cfg.start.ceil(cfg.bar), cfg.end, freq=cfg.bar * cfg.decision_interval_bars)
+        """Decision instants (see :func:`sim.schedule.decision_times`)."""
+        return schedule.decision_times(self.config)
 
     def _build_state(self, t: pd.Timestamp, spot: float, coins: float, cash_usd: float,
                      open_instrument: str | None = None, liability_usd: float = 0.0) -> State:
@@ -140,20 +146,13 @@ class CoveredCallSimulator:
 
     # ------------------------------------------------------------------ candidates
 
-    def _dte_window(self, t: pd.Timestamp) -> tuple[pd.Timestamp, pd.Timestamp]:
-        cfg = self.config
-        return (t + pd.Timedelta(days=max(cfg.target_dte - cfg.dte_tolerance, 0.0)),
-                t + pd.Timedelta(days=cfg.target_dte + cfg.dte_tolerance))
-
     def _candidates(self, t: pd.Timestamp) -> list[OptionSnapshot]:
-        """Calls listed at ``t`` with a bid and DTE inside the band: what a policy may choose from."""
+        """Calls listed at ``t`` with a bid and an expiry in the DTE band: what a policy may choose from."""
         cfg = self.config
-        chain = self.source.list_option_chain(cfg.underlying, t, expiry_range=self._dte_window(t))
-        return [
-            o for o in chain
-            if o.option_type == "call" and o.bid is not None and o.bid > 0
-            and in_dte_band(o, cfg.target_dte, cfg.dte_tolerance)
-        ]
+        lo, hi = schedule.dte_window(t, cfg.target_dte, cfg.dte_tolerance)
+        chain = self.source.list_option_chain(cfg.underlying, t, expiry_range=(lo, hi))
+        return [o for o in chain
+                if o.option_type == "call" and o.bid is not None and o.bid > 0 and lo <= o.expiry <= hi]
 
     def _nearest(self, t: pd.Timestamp, calls: list[OptionSnapshot] | None = None,
                  k: int = 3) -> tuple[OptionSnapshot, ...]:
@@ -183,11 +182,13 @@ class CoveredCallSimulator:
             return f"no call in band ({band}) among {len(candidates)} calls in the DTE band"
         return "the policy chose not to sell"
 
-    def _find_candidate_call(self, t: pd.Timestamp) -> OptionSnapshot | None:
-        """The call the config's DTE/delta rule sells at ``t``, or None when nothing is in band."""
+    def _find_candidate_call(self, t: pd.Timestamp,
+                             candidates: list[OptionSnapshot] | None = None) -> OptionSnapshot | None:
+        """The call the config's DTE/delta rule sells at ``t`` (from ``candidates``, default the
+        calls in the DTE band at ``t``), or None when nothing is in band."""
         cfg = self.config
-        return select_in_band(self._candidates(t), cfg.target_dte, cfg.dte_tolerance,
-                              cfg.target_delta, cfg.delta_tolerance)
+        return select_in_band(self._candidates(t) if candidates is None else candidates, cfg.target_dte,
+                              cfg.dte_tolerance, cfg.target_delta, cfg.delta_tolerance)
 
     # ------------------------------------------------------------------ one trade
 
@@ -236,14 +237,16 @@ class CoveredCallSimulator:
         t_close = option.expiry if expired else buyback_at
         j_close = market.index_at_or_after(t_close)
         if j_close >= len(market.times):
-            raise ValueError(f"spot data ends at {market.times[-1]}, before {option.instrument_name} closes")
+            raise _CannotSettle(f"{option.instrument_name} closes at {t_close:%Y-%m-%d %H:%M} UTC, after the "
+                                f"market data ends ({market.last:%Y-%m-%d %H:%M} UTC)")
         between = market.ns[j_open + 1:j_close]
         marks = self._marks(option.instrument_name, t_open, t_close, between, option.mark_price)
         mark_path = np.concatenate([[option.mark_price], marks])
         spot_path = market.spot[j_open:j_open + len(mark_path)]
 
+        estimate = None
         if expired:
-            s_close = float(self.source.get_settlement_price(cfg.underlying, option.expiry))
+            s_close, estimate = self._settlement(option)
             close_price = call_payoff_per_coin(s_close, option.strike, cfg.settlement)
             fee_close = delivery_fee_per_coin(close_price, s_close, cfg.delivery_fee_rate, cfg.fee_cap_fraction,
                                               cfg.settlement, expiry_kind(option.expiry) == "daily")
@@ -290,6 +293,8 @@ class CoveredCallSimulator:
         fees_usd = size * (fee_open * to_usd_open + fee_close * to_usd_close)
         notes = [note] if note else []
         notes.append("settled at expiry" if expired else "bought back")
+        if estimate:
+            notes.append(f"settlement {estimate}")
         if option.price_source != "quote":
             notes.append(f"prices: {option.price_source}")
         trade = SimulatedTrade(
@@ -304,36 +309,57 @@ class CoveredCallSimulator:
             pnl=pnl, pnl_coin=pnl_vs_hodl / s_close, pnl_vs_hodl=pnl_vs_hodl,
             max_drawdown_pct=max_drawdown_pct(covered_path),
             assigned=bool(expired and close_price > 0), settlement=cfg.settlement,
-            price_source=option.price_source, notes="; ".join(notes),
+            price_source=option.price_source, notes="; ".join(notes), settlement_estimate=estimate, path=path,
         )
         return _Leg(trade=trade, j_open=j_open, j_close=j_close, liability_usd=call_value_usd,
-                    open_flow=size * (price - fee_open), close_flow=size * (close_price + fee_close), path=path)
+                    open_flow=size * (price - fee_open), close_flow=size * (close_price + fee_close))
+
+    def _settlement(self, option: OptionSnapshot) -> tuple[float, str | None]:
+        """Settlement price (USD) of ``option``'s expiry and, for an estimate, its label."""
+        cfg = self.config
+        try:
+            price = float(self.source.get_settlement_price(cfg.underlying, option.expiry))
+        except (DataSourceError, LookupError, ValueError) as exc:
+            raise _CannotSettle(f"{option.instrument_name}: no settlement price for "
+                                f"{option.expiry:%Y-%m-%d %H:%M} UTC ({exc})") from None
+        if not (np.isfinite(price) and price > 0):
+            raise _CannotSettle(f"{option.instrument_name}: settlement price {price!r} for "
+                                f"{option.expiry:%Y-%m-%d %H:%M} UTC is not a positive number")
+        return price, settlement_estimate(self.source, cfg.underlying, option.expiry)
 
     def _quote(self, name: str, expiry: pd.Timestamp, t: pd.Timestamp) -> OptionSnapshot | None:
         chain = self.source.list_option_chain(self.config.underlying, t, expiry_range=(expiry, expiry))
         return next((o for o in chain if o.instrument_name == name), None)
 
-    def simulate_single_call(self, decision_time, size: float | None = None) -> TradePath:
+    def simulate_single_call(self, decision_time, size: float | None = None) -> SimulatedTrade:
         """What if I had sold the rule's call at ``decision_time`` and held it to expiry?
 
-        ``decision_time`` (UTC; naive is UTC) is floored to the bar grid; ``size`` is in coins
-        (default: the config's call size). Returns the trade and its bar-by-bar path. Raises
-        :class:`NoCandidateError` (with the nearest calls) when no call is inside the bands.
+        ``decision_time`` (ISO text or Timestamp, UTC; naive is UTC) is floored to the bar grid;
+        ``size`` is in coins (default: the config's call size). Returns the trade, its bar-by-bar
+        path in ``trade.path``. Raises :class:`NoCandidateError` (with the nearest calls) when no
+        call is inside the bands, or when the data cannot settle the call.
+
+        >>> from data_cache.demo import DemoMarket
+        >>> cfg = CallSimulationConfig(underlying="BTC", start="2024-03-01", end="2024-03-02")
+        >>> trade = CoveredCallSimulator(DemoMarket(), cfg).simulate_single_call("2024-03-01T08:00Z", 1.0)
+        >>> trade.instrument_name, trade.path.index[-1] == trade.expiry
+        ('BTC-8MAR24-65000-C', True)
         """
         cfg = self.config
-        t = to_utc(decision_time).floor(cfg.bar)
+        t = parse_iso_utc(decision_time, "decision_time").floor(cfg.bar)
         size = cfg.call_size if size is None else float(size)
-        if not size > 0:
-            raise ValueError(f"size={size!r} is out of range; allowed: > 0 coins")
+        if not (np.isfinite(size) and size > 0):
+            raise ConfigError("size", size, "> 0 coins")
         candidates = self._candidates(t)
-        option = select_in_band(candidates, cfg.target_dte, cfg.dte_tolerance, cfg.target_delta,
-                                cfg.delta_tolerance)
+        option = self._find_candidate_call(t, candidates)
         if option is None:
             raise NoCandidateError(f"{t.isoformat()}: {self._no_candidate_reason(candidates)}", t,
                                    self._nearest(t))
         market = self._load_market(t, option.expiry + 2 * cfg.bar)
-        leg = self._leg(option, size, market, buyback_at=None)
-        return TradePath(trade=leg.trade, frame=leg.path)
+        try:
+            return self._leg(option, size, market, buyback_at=None).trade
+        except _CannotSettle as exc:
+            raise NoCandidateError(f"{t.isoformat()}: {exc}", t) from None
 
     # ------------------------------------------------------------------ a policy over the range
 
@@ -348,20 +374,26 @@ class CoveredCallSimulator:
         cfg = self.config
         market = self._market_for_policy()
         decisions = self._generate_decision_times()
+        decision_ns = _ns(decisions)
         size = cfg.call_size
         inverse = cfg.settlement == "inverse"
         coins, cash = float(cfg.initial_spot_position), 0.0
         legs: list[_Leg] = []
         no_trades: list[NoTrade] = []
+        name = getattr(policy, "__name__", type(policy).__name__)
         k = 0
         while k < len(decisions):
             t = decisions[k]
             if progress is not None:
                 progress(k / len(decisions), f"deciding at {t:%Y-%m-%d %H:%M} UTC")
             j = market.index_at_or_after(t)
+            if j >= len(market.times):
+                reason = f"after the end of the market data ({market.last:%Y-%m-%d %H:%M} UTC)"
+                no_trades.extend(NoTrade(d, reason) for d in decisions[k:])
+                break
             state = self._build_state(t, float(market.spot[j]), coins, cash)
             candidates = self._candidates(t)
-            option = policy(state, candidates)
+            option = self._ask(policy, name, state, candidates)
             if option is None:
                 # Nearest among the candidates already at hand; a what-if (NoCandidateError) searches the
                 # whole chain instead, which would cost a full chain per idle decision here.
@@ -369,33 +401,55 @@ class CoveredCallSimulator:
                 no_trades.append(NoTrade(t, self._no_candidate_reason(candidates), nearest))
                 k += 1
                 continue
-            self._check_choice(option, t)
             next_t = decisions[k + 1] if k + 1 < len(decisions) else None
             buyback = None if cfg.hold_to_expiry or next_t is None or next_t >= option.expiry else next_t
             carried = "carried past end to expiry" if option.expiry > cfg.end and buyback is None else ""
-            leg = self._leg(option, size, market, buyback, note=carried)
+            try:
+                leg = self._leg(option, size, market, buyback, note=carried)
+            except _CannotSettle as exc:
+                no_trades.append(NoTrade(t, f"not sold: {exc}", (option,)))
+                k += 1
+                continue
             legs.append(leg)
             net = leg.open_flow - leg.close_flow
             if inverse:
                 coins += net
             else:
                 cash += net
-            k = int(decisions.searchsorted(leg.trade.close_time, side="left"))
+            k = int(np.searchsorted(decision_ns, leg.trade.close_time.value, side="left"))
         if progress is not None:
             progress(1.0, "done")
         return self._result(market, legs, no_trades)
 
-    def _check_choice(self, option: OptionSnapshot, t: pd.Timestamp) -> None:
+    def _ask(self, policy: Policy, name: str, state: State,
+             candidates: list[OptionSnapshot]) -> OptionSnapshot | None:
+        """The policy's choice at ``state.time``; anything it raises or returns wrongly is a :class:`PolicyError`."""
+        t = state.time
+        try:
+            option = policy(state, candidates)
+        except Exception as exc:  # noqa: BLE001 - a user's policy may raise anything; report it in one line
+            raise PolicyError(f"policy {name} failed at {t:%Y-%m-%d %H:%M} UTC: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if option is None:
+            return None
         if not isinstance(option, OptionSnapshot) or option.option_type != "call":
-            raise TypeError(f"policy returned {option!r} at {t}; allowed: an OptionSnapshot call or None")
+            raise PolicyError(f"policy {name} returned {type(option).__name__} at {t:%Y-%m-%d %H:%M} UTC; "
+                              "allowed: one of its candidate calls (an OptionSnapshot) or None")
         if option.as_of != t or option.expiry <= t or option.bid is None:
-            raise ValueError(f"policy returned {option.instrument_name} at {t}: it must be a listed call "
-                             "from the candidates of that time, with a bid")
+            raise PolicyError(f"policy {name} returned {option.instrument_name} at {t:%Y-%m-%d %H:%M} UTC: "
+                              "it must be a listed call from the candidates of that time, with a bid")
+        return option
 
     def _result(self, market: _Market, legs: list[_Leg], no_trades: list[NoTrade]) -> SimulationResult:
+        """The equity curve, HODL beside it, and the metrics.
+
+        Row 0 is the position as held at ``start`` before any decision: the initial coins and
+        nothing else, so every return, the first sale's spread and fee included, is measured from
+        there. Each later row is the position after that instant's cash flows, marked at its spot.
+        """
         cfg = self.config
         inverse = cfg.settlement == "inverse"
-        end_j = market.index_at_or_after(cfg.end)
+        end_j = min(market.index_at_or_after(cfg.end), len(market.times) - 1)
         if legs:
             end_j = max(end_j, max(leg.j_close for leg in legs))
         n = end_j + 1
@@ -403,13 +457,19 @@ class CoveredCallSimulator:
         d_coins = np.zeros(n)
         d_cash = np.zeros(n)
         liability = np.zeros(n)
+        open_count = np.zeros(n + 1, dtype=np.int64)
         for leg in legs:
             flows = d_coins if inverse else d_cash
             flows[leg.j_open] += leg.open_flow
             flows[leg.j_close] -= leg.close_flow
             liability[leg.j_open:leg.j_open + len(leg.liability_usd)] = leg.liability_usd
+            open_count[leg.j_open] += 1
+            open_count[leg.j_close] -= 1
         coins = cfg.initial_spot_position + np.cumsum(d_coins)
         cash = np.cumsum(d_cash)
+        in_trade = np.cumsum(open_count[:n]) > 0
+        # Before any decision: the initial coins only (a sale at start shows from row 1 on).
+        coins[0], cash[0], liability[0], in_trade[0] = cfg.initial_spot_position, 0.0, 0.0, False
         equity_usd = coins * spot + cash - liability
         hodl_usd = cfg.initial_spot_position * spot
         curve = pd.DataFrame(
@@ -420,7 +480,7 @@ class CoveredCallSimulator:
                 "hodl_usd": hodl_usd,
                 "hodl_coin": np.full(n, float(cfg.initial_spot_position)),
                 "call_liability_usd": liability,
-                "in_trade": liability > 0,
+                "in_trade": in_trade,
             },
             index=market.times[:n],
         )
@@ -431,6 +491,5 @@ class CoveredCallSimulator:
         metrics = compute_metrics(curve, trades, cfg.risk_free_rate, n_no_trade=len(no_trades))
         return SimulationResult(
             config=cfg, trades=trades, equity_curve=curve, equity_vs_hodl=vs_hodl, metrics=metrics,
-            paths=[TradePath(leg.trade, leg.path) for leg in legs], no_trades=no_trades,
-            source_label=getattr(self.source, "label", type(self.source).__name__),
+            no_trades=no_trades, source_label=getattr(self.source, "label", type(self.source).__name__),
         )

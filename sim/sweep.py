@@ -21,7 +21,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from sim.data_source import MarketDataSource
+from sim import schedule
+from sim.data_source import MarketDataSource, settlement_estimate
 from sim.metrics import METRIC_KEYS
 from sim.policies import Policy, target_delta_policy
 from sim.simulator import CoveredCallSimulator
@@ -46,18 +47,19 @@ SWEEP_COLUMNS: tuple[str, ...] = (
 class SharedMarketData:
     """A memo in front of a :class:`MarketDataSource`, for many runs over the same range.
 
-    ``list_option_chain`` with an ``expiry_range`` inside ``[as_of + lo_days, as_of + hi_days]``
-    is answered from one fetch of that wider range per ``(underlying, as_of)``, keeping the
-    options whose expiry lies in the requested range (inclusive), in the source's order. Other
-    calls are memoized by their arguments. Results are shared objects: callers must not mutate.
+    ``list_option_chain`` with an ``expiry_range`` inside the grid's window at ``as_of`` (the
+    union of the DTE bands of every target in ``dtes``, :func:`sim.schedule.grid_window`) is
+    answered from one fetch of that window per ``(underlying, as_of)``, keeping the options whose
+    expiry lies in the requested range (inclusive), in the source's order. Other calls are
+    memoized by their arguments. Results are shared objects: callers must not mutate.
     """
 
-    def __init__(self, source: MarketDataSource, lo_days: float, hi_days: float):
+    def __init__(self, source: MarketDataSource, dtes: Sequence[float], dte_tolerance: float):
         self.source = source
         self.label = getattr(source, "label", type(source).__name__)
         self.synthetic = bool(getattr(source, "synthetic", False))
-        self._lo = pd.Timedelta(days=max(lo_days, 0.0))
-        self._hi = pd.Timedelta(days=hi_days)
+        self._dtes = tuple(float(d) for d in dtes)
+        self._tol = float(dte_tolerance)
         self._chains: dict[tuple, dict[pd.Timestamp, list[OptionSnapshot]]] = {}
         self._memo: dict[tuple, object] = {}
 
@@ -80,9 +82,13 @@ class SharedMarketData:
         return self._cached(("settle", underlying, expiry),
                             lambda: self.source.get_settlement_price(underlying, expiry))
 
+    def settlement_estimate(self, underlying: str, expiry: pd.Timestamp) -> str | None:
+        return self._cached(("estimate", underlying, expiry),
+                            lambda: settlement_estimate(self.source, underlying, expiry))
+
     def list_option_chain(self, underlying: str, as_of: pd.Timestamp,
                           expiry_range: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> list[OptionSnapshot]:
-        wide = (as_of + self._lo, as_of + self._hi)
+        wide = schedule.grid_window(as_of, self._dtes, self._tol)
         if expiry_range is None or expiry_range[0] < wide[0] or expiry_range[1] > wide[1]:
             return self._cached(("chain", underlying, as_of, expiry_range),
                                 lambda: self.source.list_option_chain(underlying, as_of, expiry_range))
@@ -126,13 +132,13 @@ def prepare_worker(factory: Callable[[], MarketDataSource]) -> bool:
 
 
 def _row_in_worker(factory: Callable[[], MarketDataSource], sweep_id: str, configs: list[CallSimulationConfig],
-                   policy: Policy, metric: str, lo_days: float, hi_days: float) -> list[dict]:
+                   policy: Policy, metric: str, dtes: tuple[float, ...], dte_tolerance: float) -> list[dict]:
     """One row of the grid in a pool worker, sharing one memo with the sweep's other rows in this worker."""
     prepare_worker(factory)
     key = pickle.dumps(factory)
     if _WORKER_MEMO.get("id") != sweep_id:
         _WORKER_MEMO.clear()
-        _WORKER_MEMO.update(id=sweep_id, shared=SharedMarketData(_WORKER_SOURCES[key], lo_days, hi_days))
+        _WORKER_MEMO.update(id=sweep_id, shared=SharedMarketData(_WORKER_SOURCES[key], dtes, dte_tolerance))
     shared = _WORKER_MEMO["shared"]
     return [_cell_row(shared, cfg, policy, metric) for cfg in configs]
 
@@ -162,12 +168,12 @@ def sweep_delta_dte(
         raise ValueError(f"metric={metric!r}; allowed: {', '.join(METRIC_KEYS)}")
     rows_cfg = [[replace(base_config, target_delta=d, target_dte=n) for n in dtes] for d in deltas]
     tol = base_config.dte_tolerance
-    lo, hi = min(dtes) - tol, max(dtes) + tol
     n_cells = len(deltas) * len(dtes)
     out: list[list[dict]] = [[] for _ in deltas]
     if executor is not None and source_factory is not None and len(deltas) > 1:
         sweep_id = uuid.uuid4().hex
-        futures = {executor.submit(_row_in_worker, source_factory, sweep_id, configs, policy, metric, lo, hi): i
+        futures = {executor.submit(_row_in_worker, source_factory, sweep_id, configs, policy, metric,
+                                   tuple(dtes), tol): i
                    for i, configs in enumerate(rows_cfg)}
         done = 0
         for future in as_completed(futures):
@@ -177,7 +183,7 @@ def sweep_delta_dte(
             if progress is not None:
                 progress(done / n_cells, f"delta {deltas[i]:g} done")
     else:
-        shared = SharedMarketData(source, lo, hi)
+        shared = SharedMarketData(source, dtes, tol)
         done = 0
         for i, configs in enumerate(rows_cfg):
             for cfg in configs:

@@ -12,7 +12,7 @@ Units and conventions:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -236,7 +236,14 @@ class SimulatedTrade:
     gain over the trade (coins plus short call); ``pnl_vs_hodl`` (USD) is that minus holding the
     same coins without the call; ``pnl_coin`` is the gain in coins, equal to ``pnl_vs_hodl /
     close spot``. ``max_drawdown_pct`` is the worst fall of the covered position's USD value from
-    its running peak during the trade, in percent (positive number).
+    its running peak during the trade, in percent (positive number). ``settlement_estimate`` is
+    None when ``settlement_price`` is Deribit's delivery price, else how it was estimated (e.g.
+    ``"estimated: spot at 08:00 UTC"``).
+
+    ``path`` is the trade bar by bar from sale to close: a UTC DatetimeIndex and columns ``spot``
+    (USD), ``call_mark`` (settlement unit per coin), ``call_value_usd`` (liability of the short
+    call, USD), ``covered_usd`` (coins plus premium minus the call, USD), ``hodl_usd`` (the same
+    coins alone, USD), ``covered_vs_hodl_usd``. It is not part of :meth:`to_dict` or equality.
     """
 
     instrument_name: str
@@ -268,13 +275,20 @@ class SimulatedTrade:
     settlement: SettlementStyle
     price_source: str = "quote"
     notes: str = ""
+    settlement_estimate: str | None = None
+    path: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: timestamps as ISO 8601 UTC strings."""
-        return {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in asdict(self).items()}
+        """JSON-ready dict of :data:`TRADE_COLUMNS` (no path): timestamps as ISO 8601 UTC strings."""
+        out = {}
+        for name in TRADE_COLUMNS:
+            v = getattr(self, name)
+            out[name] = v.isoformat() if isinstance(v, pd.Timestamp) else v
+        return out
 
 
-TRADE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(SimulatedTrade))
+# The trade log's columns: every field but the path.
+TRADE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(SimulatedTrade) if f.name != "path")
 
 
 @dataclass(frozen=True)
@@ -305,27 +319,15 @@ class NoTrade:
 
 
 @dataclass(frozen=True)
-class TradePath:
-    """One trade's path, bar by bar from sale to expiry.
-
-    ``frame`` has a UTC DatetimeIndex and columns ``spot`` (USD), ``call_mark`` (settlement unit per
-    coin), ``call_value_usd`` (liability of the short call, USD), ``covered_usd`` (coins plus premium
-    minus the call, USD), ``hodl_usd`` (the same coins alone, USD), ``covered_vs_hodl_usd``.
-    """
-
-    trade: SimulatedTrade
-    frame: pd.DataFrame
-
-
-@dataclass(frozen=True)
 class SimulationResult:
     """A policy backtest.
 
     ``equity_curve``: UTC DatetimeIndex at bar instants, columns ``spot`` (USD), ``equity_usd``,
     ``equity_coin``, ``hodl_usd``, ``hodl_coin``, ``call_liability_usd``, ``in_trade`` (bool).
     ``equity_vs_hodl``: columns ``excess_usd`` and ``excess_coin`` (covered minus HODL).
-    ``metrics``: see :mod:`sim.metrics`. ``paths``: one :class:`TradePath` per trade, same order.
-    ``no_trades``: decision times where nothing was sold and why.
+    The curve's first row is the initial coins before any decision; ``in_trade`` is True where a
+    call is open (also when it is marked at 0). ``metrics``: see :mod:`sim.metrics`; each trade
+    carries its bar-by-bar ``path``. ``no_trades``: decision times where nothing was sold and why.
     """
 
     config: CallSimulationConfig
@@ -333,9 +335,13 @@ class SimulationResult:
     equity_curve: pd.DataFrame
     equity_vs_hodl: pd.DataFrame
     metrics: dict[str, float]
-    paths: list[TradePath]
     no_trades: list[NoTrade]
     source_label: str = ""
+
+    @property
+    def estimated_settlements(self) -> list[SimulatedTrade]:
+        """The trades whose settlement price is an estimate, not a delivery price."""
+        return [t for t in self.trades if t.settlement_estimate]
 
     def trades_frame(self) -> pd.DataFrame:
         """The trades as a DataFrame with the columns of :data:`TRADE_COLUMNS`."""

@@ -9,13 +9,17 @@ Loops bar by bar in Python with scalar arithmetic, straight from the definitions
 - at the first bar instant at or after expiry, pay ``(S_T - K)^+ / S_T`` coin (inverse) or
   ``(S_T - K)^+`` USD (linear) per coin, plus the delivery fee when in the money and not a daily.
 
-Holds to expiry only (the fast path's roll mode is pinned by hand-worked tests).
+The equity curve's first point is the initial coins before any decision (a sale at ``start``
+shows from the second point on). The schedule (decision instants, DTE band, horizon) comes from
+:mod:`sim.schedule`, the one place that defines it. Holds to expiry only (the fast path's roll
+mode is pinned by hand-worked tests).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from sim import schedule
 from sim.types import CallSimulationConfig
 
 
@@ -27,7 +31,8 @@ def _is_daily(expiry: pd.Timestamp) -> bool:
 def reference_backtest(source, cfg: CallSimulationConfig) -> tuple[list[dict], pd.DataFrame]:
     """Trades (dicts) and an equity curve (``equity_usd``, ``hodl_usd``) computed with plain loops."""
     bar = cfg.bar
-    horizon = cfg.end + pd.Timedelta(days=cfg.target_dte + cfg.dte_tolerance) + 2 * bar
+    horizon = schedule.horizon(cfg)
+    decisions = set(schedule.decision_times(cfg))
     ohlc = source.get_spot_ohlc(cfg.underlying, cfg.start, horizon, cfg.timeframe)
     times = [ohlc.index[0]] + [t + bar for t in ohlc.index]
     spots = [float(ohlc["open"].iloc[0])] + [float(c) for c in ohlc["close"]]
@@ -39,7 +44,6 @@ def reference_backtest(source, cfg: CallSimulationConfig) -> tuple[list[dict], p
     open_leg = None
     trades: list[dict] = []
     equity, hodl, stamps = [], [], []
-    decision_every = cfg.decision_interval_bars
     last_close_time = cfg.end
     for t, s in zip(times, spots, strict=True):
         if t > cfg.end and open_leg is None and t > last_close_time:
@@ -66,13 +70,16 @@ def reference_backtest(source, cfg: CallSimulationConfig) -> tuple[list[dict], p
             last_close_time = open_leg["expiry"]
             open_leg = None
         # decide
-        is_decision = t <= cfg.end and ((t - cfg.start) / bar) % decision_every == 0
-        if is_decision and open_leg is None:
+        if not stamps:  # the opening point: the initial coins, before any decision
+            equity.append(coins * s + cash)
+            hodl.append(cfg.initial_spot_position * s)
+            stamps.append(t)
+        if t in decisions and open_leg is None:
             best = None
             for o in source.list_option_chain(cfg.underlying, t):
                 if o.option_type != "call" or o.bid is None or o.bid <= 0:
                     continue
-                if abs(o.dte - cfg.target_dte) > cfg.dte_tolerance + 1e-9:
+                if not schedule.in_dte_band(o.expiry, t, cfg.target_dte, cfg.dte_tolerance):
                     continue
                 if abs(o.delta - cfg.target_delta) > cfg.delta_tolerance + 1e-12:
                     continue
@@ -93,7 +100,9 @@ def reference_backtest(source, cfg: CallSimulationConfig) -> tuple[list[dict], p
                 open_leg = {"name": o.instrument_name, "time": t, "expiry": o.expiry, "strike": o.strike,
                             "price": price, "fee": fee, "open_mark": o.mark_price,
                             "marks": {ts + bar: float(v) for ts, v in marks.items()}}
-        # mark to market
+        # mark to market (the opening point was recorded before deciding)
+        if stamps[-1] == t:
+            continue
         liability = 0.0
         if open_leg is not None:
             mark = open_leg["open_mark"] if t == open_leg["time"] else open_leg["marks"][t]

@@ -107,11 +107,11 @@ def test_what_if_json_matches_simulate_single_call(capsys):
     cfg = CallSimulationConfig(underlying="ETH", start="2024-03-01T08:00Z", end="2024-03-02T08:00Z",
                                decision_interval_bars=1, initial_spot_position=2.0)
     tp = CoveredCallSimulator(DemoMarket(), cfg).simulate_single_call("2024-03-01T08:00Z", 2.0)
-    assert doc["trade"]["instrument_name"] == tp.trade.instrument_name
+    assert doc["trade"]["instrument_name"] == tp.instrument_name
     assert doc["trade"]["size"] == 2.0
-    assert doc["trade"]["pnl"] == pytest.approx(tp.trade.pnl, rel=1e-12)
-    assert len(doc["path"]) == len(tp.frame)
-    assert doc["path"][-1]["time"] == tp.trade.expiry.isoformat()
+    assert doc["trade"]["pnl"] == pytest.approx(tp.pnl, rel=1e-12)
+    assert len(doc["path"]) == len(tp.path)
+    assert doc["path"][-1]["time"] == tp.expiry.isoformat()
 
 
 def test_what_if_with_nothing_in_band_exits_1_naming_nearest(capsys):

@@ -113,7 +113,7 @@ def test_bad_link_values_show_a_notice_and_fall_back_to_defaults():
 def test_sell_time_in_the_link_shows_the_what_if_panel_with_the_core_numbers():
     at = run({"sell": "2024-02-10T00:00Z"})
     tp = CoveredCallSimulator(DemoMarket(), CallSimulationConfig()).simulate_single_call("2024-02-10T00:00Z")
-    t = tp.trade
+    t = tp
     text = " ".join(m.value for m in at.markdown)
     assert f"**{t.instrument_name}**" in text and f"strike **{t.strike:,.6g} USD**" in text
     shown = shown_metrics(at)

@@ -113,9 +113,9 @@ def test_click_on_the_what_if_chart_shows_the_core_trade(server, browser):
     sell = query(page)["sell"]
     tp = CoveredCallSimulator(DemoMarket(), CallSimulationConfig()).simulate_single_call(sell)
     text = panel.inner_text()
-    assert tp.trade.instrument_name in text
-    assert f"{tp.trade.strike:,.6g}" in text
-    assert f"{tp.trade.pnl_vs_hodl:,.2f}" in text
+    assert tp.instrument_name in text
+    assert f"{tp.strike:,.6g}" in text
+    assert f"{tp.pnl_vs_hodl:,.2f}" in text
     panel.scroll_into_view_if_needed()
     full_screenshot(page, ARTIFACTS / "dashboard_whatif.png")
     context.close()

@@ -80,7 +80,7 @@ def test_spot_figure_points_are_decision_times(result):
 
 def test_whatif_figure(trade_path):
     fig = figures.whatif_figure(trade_path)
-    f, t = trade_path.frame, trade_path.trade
+    f, t = trade_path.path, trade_path
     spot, strike, call, covered, hodl = fig.data
     np.testing.assert_array_equal(spot.y, f["spot"].to_numpy())
     assert list(strike.y) == [t.strike, t.strike]

@@ -463,7 +463,7 @@ def test_linear_usdc_tardis_chain_settles_in_usdc(tmp_path):
     src = ChainFileSource(_write_tardis(tmp_path / "SOL.csv.gz", lines), timeframe="1h")
     cfg = CallSimulationConfig(underlying="SOL", start="2020-06-08T01:00Z", end="2020-06-09T01:00Z",
                                target_dte=4, dte_tolerance=1, target_delta=0.3, delta_tolerance=0.05)
-    t = CoveredCallSimulator(src, cfg).simulate_single_call("2020-06-08T01:00Z").trade
+    t = CoveredCallSimulator(src, cfg).simulate_single_call("2020-06-08T01:00Z")
     assert (t.instrument_name, t.settlement, t.size) == (call, "linear", 10.0)   # one SOL lot is 10 coins
     fee = min(0.0003 * 19.5, 0.125 * 1.0)               # 0.00585 USDC per coin (index = nearest forward)
     delivery = min(0.00015 * 22.0, 0.125 * 2.0)          # 0.0033 USDC per coin: a Friday, in the money

@@ -110,5 +110,5 @@ def test_single_call_equals_the_same_trade_inside_a_policy_run():
     result = CoveredCallSimulator(DEMO, cfg).simulate_policy()
     first = result.trades[1]
     tp = CoveredCallSimulator(DEMO, cfg).simulate_single_call(first.open_time)
-    assert tp.trade == first
-    pd.testing.assert_frame_equal(tp.frame, result.paths[1].frame)
+    assert tp == first
+    pd.testing.assert_frame_equal(tp.path, result.trades[1].path)

@@ -12,6 +12,7 @@ from data_cache.demo import DemoMarket
 from sim.simulator import CoveredCallSimulator
 from sim.sweep import SWEEP_COLUMNS, SharedMarketData, best_cell, sweep_delta_dte
 from sim.types import CallSimulationConfig
+from tests.fakes import FakeMarket, Quote
 
 BASE = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-03-01", timeframe="1h",
                             decision_interval_bars=24, dte_tolerance=2, delta_tolerance=0.05)
@@ -54,7 +55,7 @@ def test_cells_differ_and_best_cell_follows_direction(grid):
 
 
 def test_shared_chain_matches_the_source(market):
-    shared = SharedMarketData(market, 1, 12)
+    shared = SharedMarketData(market, [3, 10], 2)       # window: 1 to 12 days
     t = pd.Timestamp("2024-02-01T08:00Z")
     band = (t + pd.Timedelta(days=5), t + pd.Timedelta(days=9))
     direct = market.list_option_chain("BTC", t, expiry_range=band)
@@ -82,3 +83,21 @@ def test_process_pool_gives_the_same_frame(grid):
         pooled = sweep_delta_dte(DemoMarket(), BASE, [0.15, 0.3], [3, 10], metric="sharpe", executor=pool,
                                  source_factory=functools.partial(DemoMarket, seed=0))
     pd.testing.assert_frame_equal(pooled, grid)
+
+
+@pytest.mark.parametrize("dtes, tol", [([3, 5, 7], 1.5), ([2, 7, 10], 2.3), ([4, 6], 0.7), ([1, 3], 2.0)])
+def test_every_cell_equals_its_own_backtest_with_expiries_on_every_band_edge(dtes, tol):
+    """The grid's shared chain memo must not drop an expiry lying exactly on a cell's band edge."""
+    open_ = pd.Timestamp("2024-01-05 08:00", tz="UTC")
+    edges = sorted({d + sign * tol for d in dtes for sign in (-1, 1) if d + sign * tol > 0})
+    quotes = [Quote(strike=70_000.0 + 1_000 * i, expiry=open_ + pd.Timedelta(days=e), bid=0.001, ask=0.0012,
+                    mark=0.0011, delta=0.25) for i, e in enumerate(edges)]
+    market = FakeMarket("BTC", "inverse", [(open_, 60_000.0)], quotes)
+    base = CallSimulationConfig(start=open_, end=open_ + pd.Timedelta(hours=1), decision_interval_bars=1,
+                                dte_tolerance=tol, delta_tolerance=0.05)
+    frame = sweep_delta_dte(market, base, [0.25], dtes)
+    for row in frame.itertuples():
+        cfg = replace(base, target_dte=row.target_dte, target_delta=row.target_delta)
+        direct = CoveredCallSimulator(market, cfg).simulate_policy()
+        assert row.n_trades == direct.metrics["n_trades"] == 1
+        assert _same(row.value, direct.metrics["excess_return_pct"])
