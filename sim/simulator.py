@@ -106,9 +106,11 @@ class _Leg:
 class CoveredCallSimulator:
     """Simulate covered calls on a :class:`~sim.data_source.MarketDataSource`.
 
-    >>> from data_cache.demo import DemoMarket                      # doctest: +SKIP
-    >>> sim = CoveredCallSimulator(DemoMarket(), CallSimulationConfig())  # doctest: +SKIP
-    >>> result = sim.simulate_policy(target_delta_policy)            # doctest: +SKIP
+    >>> from data_cache.demo import DemoMarket
+    >>> cfg = CallSimulationConfig(start="2024-01-01", end="2024-02-01")
+    >>> result = CoveredCallSimulator(DemoMarket(), cfg).simulate_policy(target_delta_policy)
+    >>> len(result.trades), float(result.equity_curve["equity_coin"].iloc[0])
+    (4, 1.0)
     """
 
     def __init__(self, data_source: MarketDataSource, config: CallSimulationConfig):
@@ -343,7 +345,7 @@ class CoveredCallSimulator:
         >>> cfg = CallSimulationConfig(underlying="BTC", start="2024-03-01", end="2024-03-02")
         >>> trade = CoveredCallSimulator(DemoMarket(), cfg).simulate_single_call("2024-03-01T08:00Z", 1.0)
         >>> trade.instrument_name, trade.path.index[-1] == trade.expiry
-        ('BTC-8MAR24-65000-C', True)
+        ('BTC-8MAR24-35000-C', True)
         """
         cfg = self.config
         t = parse_iso_utc(decision_time, "decision_time").floor(cfg.bar)

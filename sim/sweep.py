@@ -6,8 +6,11 @@ front of the data source so that each decision time's option chain is fetched on
 of all cells' DTE bands) and each option's bars, each settlement price and each spot range once
 for the whole grid. Pure: no I/O of its own, progress reaches the caller as a callback.
 
->>> frame = sweep_delta_dte(DemoMarket(), CallSimulationConfig(), [0.2, 0.3], [7, 14])  # doctest: +SKIP
->>> frame.pivot(index="target_dte", columns="target_delta", values="value")           # doctest: +SKIP
+>>> from data_cache.demo import DemoMarket
+>>> cfg = CallSimulationConfig(start="2024-01-01", end="2024-02-01")
+>>> frame = sweep_delta_dte(DemoMarket(), cfg, [0.2, 0.3], [7, 14])
+>>> frame.pivot(index="target_dte", columns="target_delta", values="n_trades").to_dict()
+{0.2: {7.0: 4, 14.0: 2}, 0.3: {7.0: 4, 14.0: 2}}
 """
 
 from __future__ import annotations
