@@ -106,13 +106,19 @@ def _expiries_after(first_expiry_ns: int) -> tuple[pd.Timestamp, ...]:
     return tuple(listed_expiries(pd.Timestamp(first_expiry_ns - _MIN_NS, tz="UTC")))
 
 
-def _ns(value, name: str) -> int:
-    """Nanoseconds since the Unix epoch of a timestamp inside the demo range (naive = UTC)."""
+def _ns(value, name: str, clip_end: bool = False) -> int:
+    """Nanoseconds since the Unix epoch of a timestamp inside the demo range (naive = UTC).
+
+    ``clip_end``: an instant after the end of the data is the end (the last bound of a range that
+    runs past the data), not an error; one before the start still is.
+    """
     try:
         ts = to_utc(value)
         ns = ts.as_unit("ns").value
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(f"{name}={value!r} is not a timestamp in the demo range {_RANGE_TEXT}: {exc}") from None
+    if clip_end and ns > _END_NS:
+        return _END_NS
     if not _EPOCH_NS <= ns <= _END_NS:
         raise ValueError(f"{name}={ts.isoformat()} is outside the demo market; allowed: {_RANGE_TEXT}")
     return ns
@@ -139,11 +145,16 @@ class DemoMarket:
 
     ``seed`` (integer >= 0) picks one of many equally plausible histories; the same seed always
     gives the same numbers. Underlyings: BTC, ETH (inverse) and SOL, XRP, DOGE, AVAX, TRX (linear
-    USDC). Instants from 2019-01-01 00:00 to 2031-01-01 00:00 UTC.
+    USDC). Instants from 2019-01-01 00:00 to 2031-01-01 00:00 UTC (``coverage``); a range that
+    runs past the end is answered up to the end, one that starts outside raises ``ValueError``.
+
+    >>> DemoMarket().get_spot_ohlc("BTC", "2030-12-31T22:00Z", "2031-02-01", "1h").index[-1].isoformat()
+    '2030-12-31T23:00:00+00:00'
     """
 
     label = "demo market (SYNTHETIC)"
     synthetic = True
+    coverage: tuple[pd.Timestamp, pd.Timestamp] = (DEMO_START, DEMO_END)  # first and last instant with a price
 
     def __init__(self, seed: int = 0) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
@@ -167,8 +178,8 @@ class DemoMarket:
     ) -> pd.DataFrame:
         """Spot OHLC in USD per coin (``volume`` in coins) for bars starting in ``[start, end)``.
 
-        ``start`` is floored to the bar grid (bars are aligned to 00:00 UTC). Both bounds must lie
-        in the demo range.
+        ``start`` is floored to the bar grid (bars are aligned to 00:00 UTC) and must lie in the demo
+        range; an ``end`` after the range gives the bars up to its end (2031-01-01 00:00 UTC).
         """
         sym = self._symbol(underlying)
         m0, nb, m = self._bars(start, end, timeframe)
@@ -358,7 +369,9 @@ class DemoMarket:
         """(first bar's minute index since 2019-01-01, number of bars, minutes per bar)."""
         timeframe_delta(timeframe)  # validates, naming the field
         m = TIMEFRAME_MINUTES[timeframe]
-        s_ns, e_ns = _ns(start, "start"), _ns(end, "end")
+        # A range running past the end of the data gets the bars up to that end (clipping never puts
+        # the end before a start that is inside the data).
+        s_ns, e_ns = _ns(start, "start"), _ns(end, "end", clip_end=True)
         if e_ns < s_ns:
             raise ValueError(f"end={to_utc(end).isoformat()} is before start={to_utc(start).isoformat()}")
         m0 = (s_ns - _EPOCH_NS) // (m * _MIN_NS) * m

@@ -16,6 +16,8 @@ from data_cache.demo_surface import COINS
 from sim.data_source import MarketDataSource
 from sim.fees import call_payoff_per_coin
 from sim.instruments import expiry_kind, instrument_name, listed_expiries, parse_instrument_name
+from sim.simulator import CoveredCallSimulator
+from sim.types import CallSimulationConfig
 
 
 def utc(text: str) -> pd.Timestamp:
@@ -346,8 +348,6 @@ def test_bad_inputs_name_the_field(market):
         market.get_spot_ohlc("LUNA", t0, t1, "1h")
     with pytest.raises(ValueError, match=r"start=2018-12-31.*2019-01-01"):
         market.get_spot_ohlc("BTC", utc("2018-12-31"), t1, "1h")
-    with pytest.raises(ValueError, match=r"end=2031-01-02.*2031-01-01"):
-        market.get_spot_ohlc("BTC", t0, utc("2031-01-02"), "1h")
     with pytest.raises(ValueError, match="end="):
         market.get_spot_ohlc("BTC", t1, t0, "1h")
     with pytest.raises(ValueError, match="timeframe='2h'"):
@@ -366,3 +366,36 @@ def test_bad_inputs_name_the_field(market):
         market.spot_at("BTC", [utc("2018-06-01")])
     with pytest.raises(ValueError, match="seed"):
         DemoMarket(seed=-1)
+
+
+# ---------------------------------------------------------------------------- the end of the data
+
+@pytest.mark.parametrize("method", ["get_spot_ohlc", "get_option_ohlc"])
+def test_a_range_past_the_end_of_the_data_gets_the_bars_up_to_the_end(market, method):
+    """Every range query answers a range that runs past 2031-01-01 00:00 with what exists, so the
+    simulator's end-of-data handling decides (no-trades), instead of raising with a time nobody typed."""
+    first = "BTC" if method == "get_spot_ohlc" else "BTC-3JAN31-100000-C"
+    get = getattr(market, method)
+    t0 = utc("2030-12-31 20:00")
+    inside = get(first, t0, utc("2031-01-01"), "1h")
+    for end in (utc("2031-01-01 00:30"), utc("2031-02-01"), utc("2199-12-31")):
+        frame = get(first, t0, end, "1h")
+        assert frame.index[-1] == utc("2030-12-31 23:00")      # the last bar ends at the end of the data
+        pd.testing.assert_frame_equal(frame, inside)
+    with pytest.raises(ValueError, match=r"start=2031-01-02.*2019-01-01"):
+        get(first, utc("2031-01-02"), utc("2031-02-01"), "1h")
+    with pytest.raises(ValueError, match=r"start=2018-12-31.*2019-01-01"):
+        get(first, utc("2018-12-31"), utc("2019-01-02"), "1h")
+
+
+def test_a_backtest_ending_near_the_end_of_the_data_ends_in_no_trades(market):
+    """--end 2030-12-25 and 2030-12-29 lie inside the advertised range: the horizon beyond them is
+    answered up to the end of the data; calls that would expire after it are not sold (no-trades
+    saying why), and the run ends cleanly."""
+    cfg = CallSimulationConfig(underlying="BTC", start="2030-12-14", end="2030-12-25", decision_interval_bars=24)
+    assert CoveredCallSimulator(market, cfg).simulate_policy().trades
+    cfg = CallSimulationConfig(underlying="BTC", start="2030-12-14", end="2030-12-29", decision_interval_bars=24)
+    result = CoveredCallSimulator(market, cfg).simulate_policy()
+    assert result.trades and all(t.expiry <= utc("2031-01-01") for t in result.trades)
+    last = result.no_trades[-1]
+    assert last.time == utc("2030-12-29") and "after the market data ends (2031-01-01 00:00 UTC)" in last.reason
