@@ -1,11 +1,14 @@
 """Option chains, spot and settlement prices from CSV files: :class:`ChainFileSource`.
 
 This module and the rest of ``data_cache`` are the only places with I/O. Files are read once, in
-the constructor, with vectorized pandas; a malformed file raises :class:`ChainFileError` (a
-``ValueError``) naming the file, the line or column and what was expected, and no source object
-is created. After loading, a chain lookup is a binary search on the snapshot times plus a slice.
+the constructor, with vectorized pandas. After loading, a chain lookup is a binary search on the
+snapshot times plus a slice.
 
-Chain layouts (plain CSV or ``.gz``; detected from the header, or chosen with ``chain_format``):
+Files (plain CSV or ``.gz``, UTF-8 with or without a byte-order mark): a path that is not a regular
+file (a directory given as a spot or settlement file, a FIFO, a device such as ``/dev/zero``) or
+does not exist raises :class:`ChainFileError` (a ``ValueError``) saying which.
+
+Chain layouts (detected from the header, or chosen with ``chain_format``):
 
 - ``"deribit_snapshot"``: the ticker-snapshot CSVs of ``deribit_chain_snapshots_2026`` (columns
   ``timestamp`` ISO UTC, ``instrument_name``, ``underlying`` = forward, ``bid_price``,
@@ -23,6 +26,23 @@ Chain layouts (plain CSV or ``.gz``; detected from the header, or chosen with ``
   percent, prices in BTC, 0 = no quote). No mark column: the mark is Black-76(F, K, T, IV) / F
   with T = DTE/365, as the data's README checks. No index either: as for Tardis, the forward of
   the nearest expiry of the snapshot stands in for the index.
+
+Validation, one policy for every layout:
+
+- **A malformed file** raises :class:`ChainFileError` naming the file, the line or column and
+  what was expected, and no source object is created: unknown header, missing column, rows not
+  sorted by time, the same instrument twice in a snapshot, IVs in the wrong unit (percent vs
+  fraction), and a file with no valid row.
+- **An impossible chain row is dropped**, counted and reported (``dropped_rows``,
+  ``first_dropped``, ``load_report`` on the source): any cell that is not a value its column can
+  take (text in a number column, an unparseable or out-of-range timestamp, NaN or inf, an empty
+  required cell, a strike, forward or index <= 0, a negative price or mark, an IV <= 0, a call
+  delta outside [0, 1] or a put delta outside [-1, 0], an option type other than call/put, an
+  OptionsDX DTE < 0) and rows whose cells contradict each other (bid above ask, expiry before the
+  snapshot). An empty or zero bid or ask is no quote, not an impossible row.
+- **Spot and settlement files** are small and every row matters: any impossible value (a price
+  <= 0, NaN or inf, high below low/open/close, low above open/close, negative volume, a bad
+  timestamp) raises :class:`ChainFileError` naming file, line and column.
 
 Lookups (``list_option_chain``): the latest snapshot of that underlying at or before ``as_of``
 that is at most ``staleness`` old (default 36 h: the 2026 daily file's snapshots drift between
@@ -56,8 +76,10 @@ import glob
 import gzip
 import os
 import re
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -81,6 +103,9 @@ _TARDIS_COLS = ("symbol", "timestamp", "local_timestamp", "type", "strike_price"
 _OPTIONSDX_COLS = ("QUOTE_UNIXTIME", "INSTRUMENT_NAME", "UNDERLYING_PRICE", "EXPIRY_UNIX", "DTE", "OPTION_RIGHT",
                    "STRIKE", "BID_PRICE", "ASK_PRICE", "DELTA", "MARK_IV")
 _NS_PER_DAY = 86_400 * 10**9
+_FIRST_NS = 0                                                   # 1970-01-01: timestamps must be after it
+_LAST_NS = pd.Timestamp("2200-01-01", tz="UTC").value          # ... and before this (else garbage or a unit error)
+_TIME_RANGE = "after 1970 and before 2200"
 
 
 class ChainFileError(ValueError):
@@ -90,35 +115,54 @@ class ChainFileError(ValueError):
 
 # ------------------------------------------------------------------------------ reading helpers
 
-def _expand_paths(chain) -> list[Path]:
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file ("not found", "a directory", "a FIFO", ...), None for a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as exc:
+        return f"cannot be accessed: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return f"not a regular file ({kind})"
+
+
+def _expand_paths(chain, what: str = "chain", allow_dir: bool = True) -> list[Path]:
     """One path, several paths, a directory (its ``*.csv`` and ``*.csv.gz``/``*.txt.gz``) or a glob."""
     items = [chain] if isinstance(chain, str | os.PathLike) else list(chain)
     if not items:
-        raise ChainFileError("chain: no file given; expected a CSV path, several paths, a directory or a glob")
+        raise ChainFileError(f"{what}: no file given; expected a CSV path, several paths, a directory or a glob")
     out: list[Path] = []
     for item in items:
         text = os.fspath(item)
         path = Path(text)
-        if path.is_dir():
+        problem = _not_regular(path)
+        if problem is None:
+            out.append(path)
+        elif allow_dir and path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and re.search(r"\.(csv|txt)(\.gz)?$", p.name))
             if not found:
                 raise ChainFileError(f"{path}: directory has no .csv, .csv.gz or .txt.gz files")
             out.extend(found)
-        elif path.is_file():
-            out.append(path)
-        elif any(ch in text for ch in "*?["):
+        elif problem == "file not found" and any(ch in text for ch in "*?["):
             found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
             if not found:
-                raise ChainFileError(f"{text}: the pattern matches no file")
+                raise ChainFileError(f"{text}: the pattern matches no regular file")
             out.extend(found)
         else:
-            raise ChainFileError(f"{text}: file not found")
+            expected = "a CSV file, a directory or a glob" if allow_dir else "one CSV file (plain or .gz)"
+            raise ChainFileError(f"{text}: {problem}; expected {expected}")
     return out
 
 
 def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8", newline="") if path.name.endswith(".gz") else \
-        open(path, encoding="utf-8", newline="")
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+    return gzip.open(path, "rt", encoding="utf-8-sig", newline="") if path.name.endswith(".gz") else \
+        open(path, encoding="utf-8-sig", newline="")
 
 
 def _first_lines(path: Path, n: int = 2) -> list[str]:
@@ -130,7 +174,7 @@ def _first_lines(path: Path, n: int = 2) -> list[str]:
 
 
 def _header_names(line: str) -> list[str]:
-    return [c.strip().strip("[]").strip() for c in line.strip().split(",")]
+    return [c.strip().strip("[]").strip() for c in line.lstrip("\ufeff").strip().split(",")]
 
 
 def detect_chain_format(path: Path) -> str:
@@ -144,6 +188,10 @@ def detect_chain_format(path: Path) -> str:
         f"{', '.join(CHAIN_FORMATS)} (e.g. Deribit snapshot: {', '.join(_DERIBIT_COLS)})")
 
 
+def _strip_bom(columns: Iterable) -> list[str]:
+    return [str(c).lstrip("\ufeff") for c in columns]
+
+
 def _require_columns(path: Path, columns: Iterable[str], required: Sequence[str], layout: str) -> None:
     missing = [c for c in required if c not in set(columns)]
     if missing:
@@ -151,77 +199,191 @@ def _require_columns(path: Path, columns: Iterable[str], required: Sequence[str]
                              f"expects {', '.join(required)}")
 
 
-def _numeric(path: Path, frame: pd.DataFrame, col: str, line0: int, *, allow_nan: bool = True,
-             what: str = "a number") -> np.ndarray:
-    """Column ``col`` as float64; a cell that is not a number raises naming its line and column."""
-    raw = frame[col]
+def _shown(cell) -> str:
+    """A cell as an error message shows it: ``'abc'``, ``-5.0``, ``inf`` or ``empty or NA cell``."""
+    if isinstance(cell, str):
+        return repr(cell) if cell.strip() else "empty cell"
+    if cell is None or pd.isna(cell):
+        return "empty or NA cell"
+    try:
+        return repr(float(cell))
+    except (TypeError, ValueError):
+        return repr(str(cell))
+
+
+def _parse_numbers(raw: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(float64 values, mask of non-empty cells that are not numbers or None)``; empty cells are NaN."""
     if raw.dtype.kind in "fiu":
-        vals = raw.to_numpy(dtype=float)
-        bad = np.zeros(len(vals), dtype=bool) if allow_nan else np.isnan(vals)
-    else:
-        vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        empty = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
-        bad = np.isnan(vals) & ~(empty if allow_nan else np.zeros(len(vals), dtype=bool))
-    if bad.any():
-        i = int(np.argmax(bad))
-        cell = raw.iloc[i]
-        shown = "empty or NA cell" if pd.isna(cell) else repr(str(cell))
-        raise ChainFileError(f"{path}: line {line0 + i}: column {col}: {shown}; expected {what}")
-    return vals
+        return raw.to_numpy(dtype=float), None
+    vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    nan = np.isnan(vals)
+    if not nan.any():
+        return vals, None
+    empty = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
+    return vals, nan & ~empty
 
 
-def _iso_ns(path: Path, frame: pd.DataFrame, col: str, line0: int) -> np.ndarray:
-    """ISO timestamps (naive = UTC) as int64 ns; parses each distinct value once."""
-    codes, uniques = pd.factorize(frame[col], use_na_sentinel=True)
-    if (codes < 0).any():
-        i = int(np.argmax(codes < 0))
-        raise ChainFileError(f"{path}: line {line0 + i}: column {col}: empty; expected an ISO 8601 UTC timestamp")
-    parsed = pd.to_datetime(pd.Index(uniques).astype(str), format="ISO8601", utc=True, errors="coerce")
-    if parsed.isna().any():
-        bad_value = uniques[int(np.argmax(parsed.isna()))]
-        i = int(np.argmax(frame[col].to_numpy() == bad_value))
-        raise ChainFileError(f"{path}: line {line0 + i}: column {col}: {bad_value!r} is not a timestamp; "
-                             "expected ISO 8601 UTC (e.g. 2026-01-02T09:18:09Z)")
-    return parsed.as_unit("ns").asi8[codes]
+# ------------------------------------------------------------------------------ chain row validation
+
+class _FileLoad(NamedTuple):
+    """What loading one chain file found: data rows read, impossible rows dropped, the first of them."""
+
+    path: Path
+    rows: int
+    dropped: int
+    first: str | None          # "line L: column C: <cell>; expected ..." of the first dropped row
 
 
-def _epoch_ns(path: Path, frame: pd.DataFrame, col: str, line0: int, unit_ns: int) -> np.ndarray:
-    vals = _numeric(path, frame, col, line0, allow_nan=False, what="an integer epoch timestamp")
-    return (vals.astype(np.int64) * unit_ns) if unit_ns > 1 else vals.astype(np.int64)
+class _RowCheck:
+    """The impossible rows of one chain file (or one Tardis chunk): a mask, and the first one by line.
+
+    Each check flags a boolean mask over the rows; the earliest flagged row keeps the message of the
+    first check that flagged it. All masks are vectorized; nothing here loops over rows.
+    """
+
+    def __init__(self, path: Path, n: int, line0: int):
+        self.path, self.n, self.line0 = path, n, line0
+        self.bad = np.zeros(n, dtype=bool)
+        self.first_row = n
+        self.first: str | None = None
+
+    def flag(self, mask: np.ndarray, col: str, cells, expected: str | Callable[[int], str]) -> None:
+        if not mask.any():
+            return
+        i = int(np.argmax(mask))
+        if i < self.first_row:
+            cell = cells.iloc[i] if isinstance(cells, pd.Series) else cells[i]
+            exp = expected(i) if callable(expected) else expected
+            self.first_row, self.first = i, f"line {self.line0 + i}: column {col}: {_shown(cell)}; expected {exp}"
+        self.bad |= mask
+
+    def number(self, frame: pd.DataFrame, col: str, expected: str, *, required: bool = True,
+               lo: float | None = None, lo_open: bool = False, hi: float | None = None) -> np.ndarray:
+        """Column ``col`` as float64; flags text, NaN/inf, empty (when ``required``) and values outside the range."""
+        raw = frame[col]
+        vals, text = _parse_numbers(raw)
+        ok = np.isfinite(vals)
+        if lo is not None:
+            ok &= (vals > lo) if lo_open else (vals >= lo)
+        if hi is not None:
+            ok &= vals <= hi
+        bad = ~ok
+        if not required:
+            bad &= ~np.isnan(vals)
+            if text is not None:
+                bad |= text
+        self.flag(bad, col, raw, expected)
+        return vals
+
+    def quote(self, frame: pd.DataFrame, col: str) -> np.ndarray:
+        """A bid or ask: empty or 0 is no quote (NaN); negative, inf or text is impossible."""
+        vals = self.number(frame, col, "a price >= 0 (empty or 0: no quote)", required=False, lo=0.0)
+        return np.where(vals > 0, vals, np.nan)
+
+    def epoch(self, frame: pd.DataFrame, col: str, unit_ns: int, unit: str) -> np.ndarray:
+        """Epoch timestamps in ``unit`` as int64 ns (0 on flagged rows)."""
+        hi = _LAST_NS / unit_ns
+        vals = self.number(frame, col, f"an epoch timestamp in {unit} {_TIME_RANGE}", lo=_FIRST_NS, lo_open=True,
+                           hi=hi)
+        safe = np.where((vals > _FIRST_NS) & (vals <= hi), vals, 0.0)
+        return safe.astype(np.int64) * unit_ns if unit_ns > 1 else safe.astype(np.int64)
+
+    def iso(self, frame: pd.DataFrame, col: str) -> np.ndarray:
+        """ISO timestamps (naive = UTC) as int64 ns (0 on flagged rows); parses each distinct value once."""
+        raw = frame[col]
+        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        ns_u = np.zeros(len(uniques), dtype=np.int64)
+        ok_u = np.zeros(len(uniques), dtype=bool)
+        if len(uniques):
+            parsed = pd.to_datetime(pd.Index(uniques).astype(str), format="ISO8601", utc=True, errors="coerce")
+            ok_u = ~parsed.isna() & (parsed > pd.Timestamp(_FIRST_NS, tz="UTC")) & \
+                (parsed < pd.Timestamp(_LAST_NS, tz="UTC"))
+            ok_u = np.asarray(ok_u, dtype=bool)
+            ns_u = parsed.where(ok_u).as_unit("ns").asi8
+        bad = (codes < 0) | ~ok_u[np.maximum(codes, 0)] if len(uniques) else np.ones(len(codes), dtype=bool)
+        self.flag(bad, col, raw, f"an ISO 8601 UTC timestamp {_TIME_RANGE} (e.g. 2026-01-02T09:18:09Z)")
+        return np.where(bad, 0, ns_u[np.maximum(codes, 0)]) if len(uniques) else np.zeros(len(codes), np.int64)
+
+    def names(self, frame: pd.DataFrame, col: str, strip: bool = False) -> np.ndarray:
+        raw = frame[col]
+        self.flag(raw.isna().to_numpy(), col, raw, "an instrument name (e.g. BTC-27DEC24-100000-C)")
+        text = raw.astype(str)
+        return (text.str.strip() if strip else text).to_numpy(dtype=object)
+
+    def option_type(self, frame: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(otype as "call"/"put" objects, is_call)``; anything else is flagged."""
+        raw = frame[col]
+        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        norm = np.array([str(u).strip().lower() for u in uniques] + [""], dtype=object)
+        otype = norm[codes]                                      # code -1 (empty) -> ""
+        ok_u = np.array([n in ("call", "put") for n in norm])
+        self.flag(~ok_u[codes], col, raw, "call or put")
+        is_call_u = norm == "call"
+        return otype, is_call_u[codes]
+
+    def delta(self, frame: pd.DataFrame, col: str, is_call: np.ndarray) -> np.ndarray:
+        delta = self.number(frame, col, "a delta in [-1, 1]", lo=-1.0, hi=1.0)
+        wrong = np.where(is_call, delta < 0, delta > 0)
+        self.flag(wrong, col, frame[col],
+                  lambda i: "a call delta in [0, 1]" if is_call[i] else "a put delta in [-1, 0]")
+        return delta
+
+    def cross(self, ns: np.ndarray, expiry: np.ndarray, bid: np.ndarray, ask: np.ndarray, frame: pd.DataFrame,
+              expiry_col: str, bid_col: str, ask_col: str) -> None:
+        """Cells that contradict each other: expiry before the snapshot, bid above ask."""
+        self.flag(expiry < ns, expiry_col, frame[expiry_col],
+                  lambda i: f"an expiry at or after the snapshot time {pd.Timestamp(int(ns[i]), tz='UTC')}")
+        self.flag(bid > ask, bid_col, frame[bid_col], lambda i: f"a bid at most the ask ({ask_col} {float(ask[i])!r})")
+
+    def keep(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """The valid rows of ``frame`` and their line numbers."""
+        if not self.bad.any():
+            return frame, self.line0 + np.arange(self.n)
+        keep = ~self.bad
+        return frame[keep], self.line0 + np.flatnonzero(keep)
+
+    @property
+    def dropped(self) -> int:
+        return int(self.bad.sum())
 
 
-def _check_sorted(path: Path, ns: np.ndarray, col: str, line0: int) -> None:
+def _no_valid_row(path: Path, rows: int, first: str | None, layout: str) -> ChainFileError:
+    if rows == 0:
+        return ChainFileError(f"{path}: no rows; expected {layout} rows after the header")
+    return ChainFileError(f"{path}: no valid row: all {rows} rows are impossible (first: {first}); "
+                          f"expected {layout} rows with valid values")
+
+
+def _check_sorted(path: Path, ns: np.ndarray, col: str, lines: np.ndarray) -> None:
     if len(ns) > 1:
         down = np.diff(ns) < 0
         if down.any():
             i = int(np.argmax(down)) + 1
-            raise ChainFileError(f"{path}: line {line0 + i}: column {col}: rows are not sorted by time "
+            raise ChainFileError(f"{path}: line {lines[i]}: column {col}: rows are not sorted by time "
                                  f"({pd.Timestamp(ns[i], tz='UTC')} after {pd.Timestamp(ns[i - 1], tz='UTC')}); "
                                  "expected non-decreasing timestamps")
 
 
-def _check_unique(path: Path, ns: np.ndarray, names: np.ndarray, line0: int, name_col: str) -> None:
+def _check_unique(path: Path, ns: np.ndarray, names: np.ndarray, lines: np.ndarray, name_col: str) -> None:
     dup = pd.DataFrame({"t": ns, "n": names}).duplicated().to_numpy()
     if dup.any():
         i = int(np.argmax(dup))
-        raise ChainFileError(f"{path}: line {line0 + i}: duplicate row: {names[i]} ({name_col}) appears twice at "
+        raise ChainFileError(f"{path}: line {lines[i]}: duplicate row: {names[i]} ({name_col}) appears twice at "
                              f"{pd.Timestamp(ns[i], tz='UTC')}; expected one row per instrument per snapshot")
 
 
-def _check_iv_unit(path: Path, iv: np.ndarray, col: str, percent: bool, line0: int) -> None:
+def _check_iv_unit(path: Path, iv: np.ndarray, col: str, percent: bool, lines: np.ndarray) -> None:
     """IV columns are fractions (0.55) or percent (55.0) depending on the layout; catch the wrong one."""
     finite = iv[np.isfinite(iv) & (iv > 0)]
     if not len(finite):
         return
     med = float(np.median(finite))
+    i = int(np.argmax(np.isfinite(iv) & (iv > 0)))
+    where = f"{path}: column {col} (e.g. line {lines[i]}: {float(iv[i])!r}): median {med:.3g} looks like"
     if percent and med < 3.0:
-        i = int(np.argmax(np.isfinite(iv) & (iv > 0)))
-        raise ChainFileError(f"{path}: column {col} (e.g. line {line0 + i}: {iv[i]!r}): median {med:.3g} looks like "
-                             "a fraction; expected implied volatility in percent (55.0 = 55%)")
+        raise ChainFileError(f"{where} a fraction; expected implied volatility in percent (55.0 = 55%)")
     if not percent and med > 5.0:
-        i = int(np.argmax(np.isfinite(iv) & (iv > 0)))
-        raise ChainFileError(f"{path}: column {col} (e.g. line {line0 + i}: {iv[i]!r}): median {med:.3g} looks like "
-                             "percent; expected implied volatility as a fraction (0.55 = 55%)")
+        raise ChainFileError(f"{where} percent; expected implied volatility as a fraction (0.55 = 55%)")
 
 
 def _read_csv(path: Path, **kw) -> pd.DataFrame:
@@ -246,98 +408,116 @@ def _frame(ns, name, prefix, otype, strike, expiry_ns, bid, ask, mark, iv, delta
                          "fwd": fwd, "index": index})
 
 
+_STRIKE = "a strike > 0"
+_FORWARD = "a forward (underlying price) > 0, USD"
+
+
 # ------------------------------------------------------------------------------ chain layouts
 
-def _load_deribit(path: Path) -> pd.DataFrame:
+def _load_deribit(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
     df = _read_csv(path)
+    df.columns = _strip_bom(df.columns)
     _require_columns(path, df.columns, _DERIBIT_COLS, "Deribit snapshot")
-    line0 = 2
-    ns = _iso_ns(path, df, "timestamp", line0)
-    _check_sorted(path, ns, "timestamp", line0)
-    names = df["instrument_name"].astype(str).to_numpy(dtype=object)
-    _check_unique(path, ns, names, line0, "instrument_name")
-    expiry = _iso_ns(path, df, "expiry_datetime", line0)
-    iv = _numeric(path, df, "implied_volatility", line0)
-    _check_iv_unit(path, iv, "implied_volatility", percent=False, line0=line0)
-    otype = df["option_type"].astype(str).str.lower().to_numpy(dtype=object)
-    bad = ~np.isin(otype, ["call", "put"])
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ChainFileError(f"{path}: line {line0 + i}: column option_type: {otype[i]!r}; expected call or put")
-    return _frame(ns, names, _prefix(df["instrument_name"].astype(str)), otype,
-                  _numeric(path, df, "strike", line0, allow_nan=False), expiry,
-                  _numeric(path, df, "bid_price", line0), _numeric(path, df, "ask_price", line0),
-                  _numeric(path, df, "mark_price", line0, allow_nan=False), iv,
-                  _numeric(path, df, "delta", line0, allow_nan=False),
-                  _numeric(path, df, "underlying", line0, allow_nan=False),
-                  _numeric(path, df, "index_price", line0, allow_nan=False))
+    rc = _RowCheck(path, len(df), 2)
+    ns = rc.iso(df, "timestamp")
+    names = rc.names(df, "instrument_name")
+    expiry = rc.iso(df, "expiry_datetime")
+    otype, is_call = rc.option_type(df, "option_type")
+    strike = rc.number(df, "strike", _STRIKE, lo=0.0, lo_open=True)
+    bid, ask = rc.quote(df, "bid_price"), rc.quote(df, "ask_price")
+    mark = rc.number(df, "mark_price", "a mark price >= 0", lo=0.0)
+    iv = rc.number(df, "implied_volatility", "an implied volatility > 0 (a fraction)", lo=0.0, lo_open=True)
+    delta = rc.delta(df, "delta", is_call)
+    fwd = rc.number(df, "underlying", _FORWARD, lo=0.0, lo_open=True)
+    index = rc.number(df, "index_price", "an index price > 0, USD", lo=0.0, lo_open=True)
+    rc.cross(ns, expiry, bid, ask, df, "expiry_datetime", "bid_price", "ask_price")
+    if rc.dropped == rc.n:
+        raise _no_valid_row(path, rc.n, rc.first, "Deribit snapshot")
+    frame, lines = rc.keep(_frame(ns, names, _prefix(df["instrument_name"].astype(str)), otype, strike, expiry,
+                                  bid, ask, mark, iv, delta, fwd, index))
+    _check_sorted(path, frame["ns"].to_numpy(), "timestamp", lines)
+    _check_unique(path, frame["ns"].to_numpy(), frame["name"].to_numpy(), lines, "instrument_name")
+    _check_iv_unit(path, frame["iv"].to_numpy(), "implied_volatility", percent=False, lines=lines)
+    return frame, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
 
-def _load_optionsdx(path: Path) -> pd.DataFrame:
+def _load_optionsdx(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
     df = _read_csv(path, skipinitialspace=True)
-    df.columns = [str(c).strip().strip("[]").strip() for c in df.columns]
+    df.columns = [c.strip().strip("[]").strip() for c in _strip_bom(df.columns)]
     _require_columns(path, df.columns, _OPTIONSDX_COLS, "OptionsDX EOD")
-    line0 = 2
-    ns = _epoch_ns(path, df, "QUOTE_UNIXTIME", line0, 10**9)
-    _check_sorted(path, ns, "QUOTE_UNIXTIME", line0)
-    names = df["INSTRUMENT_NAME"].astype(str).str.strip().to_numpy(dtype=object)
-    _check_unique(path, ns, names, line0, "INSTRUMENT_NAME")
-    iv_pct = _numeric(path, df, "MARK_IV", line0, allow_nan=False)
-    _check_iv_unit(path, iv_pct, "MARK_IV", percent=True, line0=line0)
-    fwd = _numeric(path, df, "UNDERLYING_PRICE", line0, allow_nan=False)
-    strike = _numeric(path, df, "STRIKE", line0, allow_nan=False)
-    dte = _numeric(path, df, "DTE", line0, allow_nan=False)
-    otype = df["OPTION_RIGHT"].astype(str).str.strip().str.lower().to_numpy(dtype=object)
-    bad = ~np.isin(otype, ["call", "put"])
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ChainFileError(f"{path}: line {line0 + i}: column OPTION_RIGHT: {otype[i]!r}; expected call or put")
-    iv = iv_pct / 100.0
-    mark = inverse_price_coin(fwd, strike, np.maximum(dte, 0.0) / 365.0, iv, 0.0, otype.astype(str))
-    bid = _numeric(path, df, "BID_PRICE", line0)
-    ask = _numeric(path, df, "ASK_PRICE", line0)
-    bid = np.where(bid > 0, bid, np.nan)
-    ask = np.where(ask > 0, ask, np.nan)
-    return _frame(ns, names, _prefix(pd.Series(names)), otype, strike,
-                  _epoch_ns(path, df, "EXPIRY_UNIX", line0, 10**9), bid, ask, mark, iv,
-                  _numeric(path, df, "DELTA", line0, allow_nan=False), fwd, np.full(len(df), np.nan))
+    rc = _RowCheck(path, len(df), 2)
+    ns = rc.epoch(df, "QUOTE_UNIXTIME", 10**9, "seconds")
+    names = rc.names(df, "INSTRUMENT_NAME", strip=True)
+    expiry = rc.epoch(df, "EXPIRY_UNIX", 10**9, "seconds")
+    otype, is_call = rc.option_type(df, "OPTION_RIGHT")
+    strike = rc.number(df, "STRIKE", _STRIKE, lo=0.0, lo_open=True)
+    bid, ask = rc.quote(df, "BID_PRICE"), rc.quote(df, "ASK_PRICE")
+    iv = rc.number(df, "MARK_IV", "an implied volatility > 0 (percent)", lo=0.0, lo_open=True) / 100.0
+    delta = rc.delta(df, "DELTA", is_call)
+    fwd = rc.number(df, "UNDERLYING_PRICE", _FORWARD, lo=0.0, lo_open=True)
+    dte = rc.number(df, "DTE", "days to expiry >= 0", lo=0.0)
+    rc.cross(ns, expiry, bid, ask, df, "EXPIRY_UNIX", "BID_PRICE", "ASK_PRICE")
+    if rc.dropped == rc.n:
+        raise _no_valid_row(path, rc.n, rc.first, "OptionsDX EOD")
+    frame, lines = rc.keep(_frame(ns, names, _prefix(pd.Series(names)), otype, strike, expiry, bid, ask,
+                                  np.nan, iv, delta, fwd, np.nan))
+    _check_sorted(path, frame["ns"].to_numpy(), "QUOTE_UNIXTIME", lines)
+    _check_unique(path, frame["ns"].to_numpy(), frame["name"].to_numpy(), lines, "INSTRUMENT_NAME")
+    _check_iv_unit(path, frame["iv"].to_numpy() * 100.0, "MARK_IV", percent=True, lines=lines)
+    kept = dte if len(frame) == rc.n else dte[~rc.bad]
+    frame["mark"] = inverse_price_coin(frame["fwd"].to_numpy(), frame["strike"].to_numpy(), kept / 365.0,
+                                       frame["iv"].to_numpy(), 0.0, frame["otype"].to_numpy().astype(str))
+    return frame, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
 
-def _load_tardis(path: Path, bar: pd.Timedelta, staleness: pd.Timedelta) -> pd.DataFrame:
+def _tardis_chunk(path: Path, chunk: pd.DataFrame, line0: int, bar_ns: int) -> tuple[pd.DataFrame, _RowCheck,
+                                                                                      np.ndarray, np.ndarray]:
+    """One chunk's valid rows (bar-stamped, with the raw time ``t``), its check, the kept local times and lines."""
+    rc = _RowCheck(path, len(chunk), line0)
+    t = rc.epoch(chunk, "timestamp", 1000, "microseconds")
+    local = rc.epoch(chunk, "local_timestamp", 1000, "microseconds")
+    names = rc.names(chunk, "symbol")
+    expiry = rc.epoch(chunk, "expiration", 1000, "microseconds")
+    otype, is_call = rc.option_type(chunk, "type")
+    strike = rc.number(chunk, "strike_price", _STRIKE, lo=0.0, lo_open=True)
+    bid, ask = rc.quote(chunk, "bid_price"), rc.quote(chunk, "ask_price")
+    mark = rc.number(chunk, "mark_price", "a mark price >= 0", lo=0.0)
+    iv = rc.number(chunk, "mark_iv", "an implied volatility > 0 (percent)", lo=0.0, lo_open=True) / 100.0
+    delta = rc.delta(chunk, "delta", is_call)
+    fwd = rc.number(chunk, "underlying_price", _FORWARD, lo=0.0, lo_open=True)
+    rc.cross(t, expiry, bid, ask, chunk, "expiration", "bid_price", "ask_price")
+    frame = _frame((t // bar_ns + 1) * bar_ns, names, _prefix(chunk["symbol"].astype(str)), otype, strike, expiry,
+                   bid, ask, mark, iv, delta, fwd, np.full(len(chunk), np.nan))
+    frame["t"] = t
+    frame, lines = rc.keep(frame)
+    kept_local = local if rc.dropped == 0 else local[~rc.bad]
+    _check_sorted(path, kept_local, "local_timestamp", lines)
+    _check_iv_unit(path, frame["iv"].to_numpy() * 100.0, "mark_iv", percent=True, lines=lines)
+    return frame, rc, kept_local, lines
+
+
+def _load_tardis(path: Path, bar: pd.Timedelta, staleness: pd.Timedelta) -> tuple[pd.DataFrame, _FileLoad]:
     """Read in chunks; keep per instrument the last update in each bar, stamped at the bar's end."""
     bar_ns = bar.value
     parts: list[pd.DataFrame] = []
     line0 = 2
     last_local = None
+    n_rows = n_dropped = 0
+    first = None
     try:
-        reader = pd.read_csv(path, chunksize=TARDIS_CHUNK_ROWS, usecols=lambda c: c in _TARDIS_COLS)
+        reader = pd.read_csv(path, chunksize=TARDIS_CHUNK_ROWS,
+                             usecols=lambda c: str(c).lstrip("\ufeff") in _TARDIS_COLS)
         for chunk in reader:
+            chunk.columns = _strip_bom(chunk.columns)
             _require_columns(path, chunk.columns, _TARDIS_COLS, "Tardis options_chain")
-            ns = _epoch_ns(path, chunk, "timestamp", line0, 1000)
-            local = _epoch_ns(path, chunk, "local_timestamp", line0, 1000)
+            frame, rc, local, lines = _tardis_chunk(path, chunk, line0, bar_ns)
             if last_local is not None and len(local) and local[0] < last_local:
-                raise ChainFileError(f"{path}: line {line0}: column local_timestamp: rows are not sorted by time; "
+                raise ChainFileError(f"{path}: line {lines[0]}: column local_timestamp: rows are not sorted by time; "
                                      "expected non-decreasing timestamps")
-            _check_sorted(path, local, "local_timestamp", line0)
             if len(local):
                 last_local = local[-1]
-            iv_pct = _numeric(path, chunk, "mark_iv", line0)
-            _check_iv_unit(path, iv_pct, "mark_iv", percent=True, line0=line0)
-            names = chunk["symbol"].astype(str).to_numpy(dtype=object)
-            otype = chunk["type"].astype(str).str.lower().to_numpy(dtype=object)
-            bad = ~np.isin(otype, ["call", "put"])
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise ChainFileError(f"{path}: line {line0 + i}: column type: {otype[i]!r}; expected call or put")
-            frame = _frame((ns // bar_ns + 1) * bar_ns, names, _prefix(chunk["symbol"].astype(str)), otype,
-                           _numeric(path, chunk, "strike_price", line0, allow_nan=False),
-                           _epoch_ns(path, chunk, "expiration", line0, 1000),
-                           _numeric(path, chunk, "bid_price", line0), _numeric(path, chunk, "ask_price", line0),
-                           _numeric(path, chunk, "mark_price", line0), iv_pct / 100.0,
-                           _numeric(path, chunk, "delta", line0), _numeric(path, chunk, "underlying_price", line0),
-                           np.full(len(chunk), np.nan))
-            frame["t"] = ns
-            frame = frame.dropna(subset=["mark", "iv", "delta", "fwd"])
+            n_rows, n_dropped = n_rows + rc.n, n_dropped + rc.dropped
+            first = first or rc.first
             frame = frame.sort_values(["t"], kind="stable").drop_duplicates(["name", "ns"], keep="last")
             parts.append(frame)
             line0 += len(chunk)
@@ -350,8 +530,8 @@ def _load_tardis(path: Path, bar: pd.Timedelta, staleness: pd.Timedelta) -> pd.D
             raise
         raise ChainFileError(f"{path}: line 1: {exc}; the Tardis options_chain layout expects "
                              f"{', '.join(_TARDIS_COLS)}") from None
-    if not parts:
-        raise ChainFileError(f"{path}: no rows; expected Tardis options_chain rows after the header")
+    if n_rows == n_dropped:
+        raise _no_valid_row(path, n_rows, first, "Tardis options_chain")
     rows = pd.concat(parts, ignore_index=True).sort_values("t", kind="stable")
     rows = rows.drop_duplicates(["name", "ns"], keep="last").drop(columns="t")
     # Carry each instrument's last state to later bar ends (at most `staleness` old, not expired).
@@ -365,7 +545,7 @@ def _load_tardis(path: Path, bar: pd.Timedelta, staleness: pd.Timedelta) -> pd.D
     rep = rows.loc[rows.index.repeat(counts)].reset_index(drop=True)
     offsets = np.arange(len(rep)) - np.repeat(np.cumsum(counts) - counts, counts)
     rep["ns"] = rep["ns"].to_numpy() + offsets * bar_ns
-    return rep
+    return rep, _FileLoad(path, n_rows, n_dropped, first)
 
 
 # ------------------------------------------------------------------------------ spot and settlement
@@ -377,6 +557,22 @@ def _coin_in_name(path: Path) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def _strict(path: Path, frame: pd.DataFrame, col: str, line0: int, expected: str, *, required: bool = True,
+            lo: float | None = None, lo_open: bool = False) -> np.ndarray:
+    """Column ``col`` of a spot or settlement file; any impossible cell raises naming its line and column."""
+    rc = _RowCheck(path, len(frame), line0)
+    vals = rc.number(frame, col, expected, required=required, lo=lo, lo_open=lo_open)
+    if rc.first is not None:
+        raise ChainFileError(f"{path}: {rc.first}")
+    return vals
+
+
+def _strict_check(path: Path, bad: np.ndarray, line0: int, message: Callable[[int], str]) -> None:
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ChainFileError(f"{path}: line {line0 + i}: {message(i)}")
+
+
 def _load_spot(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """``(start_ns, open, high, low, close, volume, candle_ns)`` sorted ascending from a spot OHLC CSV
     (volume 0 when the file has none)."""
@@ -384,7 +580,7 @@ def _load_spot(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     names = set(_header_names(first[0]))
     banner = not ({"open", "close"} <= {n.lower() for n in names})
     df = _read_csv(path, skiprows=1 if banner else 0)
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df.columns = [str(c).strip().lower() for c in _strip_bom(df.columns)]
     line0 = 3 if banner else 2
     required = ("open", "high", "low", "close")
     time_col = next((c for c in ("unix", "timestamp", "date", "time", "datetime") if c in df.columns), None)
@@ -392,14 +588,33 @@ def _load_spot(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         raise ChainFileError(f"{path}: line {line0 - 1}: no time column; expected unix (s or ms), timestamp or date "
                              "followed by open, high, low, close[, volume]")
     _require_columns(path, df.columns, required, "spot OHLC")
-    if time_col == "unix" or df[time_col].dtype.kind in "iu":
-        raw = _numeric(path, df, time_col, line0, allow_nan=False, what="an epoch timestamp")
+    if not len(df):
+        raise ChainFileError(f"{path}: no rows; expected spot OHLC rows after the header")
+    if time_col == "unix" or df[time_col].dtype.kind in "iuf":
+        raw = _strict(path, df, time_col, line0, f"an epoch timestamp in s or ms {_TIME_RANGE}", lo=0.0,
+                      lo_open=True)
         unit = 10**6 if raw.max() > 1e11 else 10**9  # ms or s
+        _strict_check(path, raw * unit >= _LAST_NS, line0,
+                      lambda i: f"column {time_col}: {float(raw[i])!r}; expected an epoch timestamp {_TIME_RANGE}")
         ns = raw.astype(np.int64) * unit
     else:
-        ns = _iso_ns(path, df, time_col, line0)
-    vals = [_numeric(path, df, c, line0, allow_nan=False) for c in required]
-    vals.append(np.nan_to_num(_numeric(path, df, "volume", line0)) if "volume" in df.columns else np.zeros(len(df)))
+        rc = _RowCheck(path, len(df), line0)
+        ns = rc.iso(df, time_col)
+        if rc.first is not None:
+            raise ChainFileError(f"{path}: {rc.first}")
+    vals = [_strict(path, df, c, line0, f"a {c} price > 0, USD", lo=0.0, lo_open=True) for c in required]
+    o, h, lo, c = vals
+    _strict_check(path, (h < lo) | (h < o) | (h < c), line0,
+                  lambda i: f"column high: {float(h[i])!r} below the candle's low, open or close "
+                            f"({float(lo[i])!r}, {float(o[i])!r}, {float(c[i])!r}); expected high >= low, open, close")
+    _strict_check(path, (lo > o) | (lo > c), line0,
+                  lambda i: f"column low: {float(lo[i])!r} above the candle's open or close "
+                            f"({float(o[i])!r}, {float(c[i])!r}); expected low <= open, close")
+    if "volume" in df.columns:
+        vals.append(np.nan_to_num(_strict(path, df, "volume", line0, "a volume >= 0 (empty: 0)", required=False,
+                                          lo=0.0)))
+    else:
+        vals.append(np.zeros(len(df)))
     if len(ns) > 1 and (np.diff(ns) <= 0).all():  # newest first (CryptoDataDownload): reverse
         ns, vals = ns[::-1], [v[::-1] for v in vals]
         line_of = lambda i: line0 + len(ns) - 1 - i  # noqa: E731
@@ -415,19 +630,23 @@ def _load_spot(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         candle = int(np.median(d))
     else:
         candle = 0
-    if not len(ns):
-        raise ChainFileError(f"{path}: no rows; expected spot OHLC rows after the header")
     return ns, vals[0], vals[1], vals[2], vals[3], vals[4], candle
 
 
-def _load_settlement(path: Path) -> dict[pd.Timestamp, float]:
+def _load_settlement(path: Path) -> dict[int, float]:
+    """Delivery prices by UTC day number (days since 1970-01-01)."""
     df = _read_csv(path)
-    df.columns = [str(c).strip().lower() for c in df.columns]
+    df.columns = [str(c).strip().lower() for c in _strip_bom(df.columns)]
     if "delivery_price" in df.columns and "price" not in df.columns:
         df = df.rename(columns={"delivery_price": "price"})
     _require_columns(path, df.columns, ("date", "price"), "delivery-price")
-    ns = _iso_ns(path, df, "date", 2)
-    price = _numeric(path, df, "price", 2, allow_nan=False)
+    if not len(df):
+        raise ChainFileError(f"{path}: no rows; expected date,price rows after the header")
+    rc = _RowCheck(path, len(df), 2)
+    ns = rc.iso(df, "date")
+    if rc.first is not None:
+        raise ChainFileError(f"{path}: {rc.first}")
+    price = _strict(path, df, "price", 2, "a delivery price > 0, USD", lo=0.0, lo_open=True)
     days = ns // _NS_PER_DAY
     dup = pd.Series(days).duplicated().to_numpy()
     if dup.any():
@@ -509,12 +728,17 @@ class _Group:
         self.by_name = {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}
 
 
-def _optional_file(path, load):
+def _optional_file(path, load, what: str):
     """(coin named in the file name or None, (path, loaded data)) for a spot or settlement file;
-    (None, None) when no file is given."""
+    (None, None) when no file is given. The file must be one regular file."""
     if path is None:
         return None, None
-    first = _expand_paths(path)[0]
+    found = _expand_paths(path, what=what, allow_dir=False)
+    if len(found) != 1:
+        raise ChainFileError(f"{what}: {os.fspath(path) if isinstance(path, str | os.PathLike) else path!r} gives "
+                             f"{len(found)} files ({', '.join(p.name for p in found[:3])}, ...); expected one {what} "
+                             "file")
+    first = found[0]
     return _coin_in_name(first), (first, load(first))
 
 
@@ -522,11 +746,16 @@ class ChainFileSource:
     """A :class:`~sim.data_source.MarketDataSource` over option-chain CSV files (see the module doc).
 
     ``chain``: a path, a list of paths, a directory or a glob. ``chain_format``: one of
-    :data:`CHAIN_FORMATS` or ``None`` to detect it from each file's header. ``spot``: spot OHLC CSV
-    or ``None`` (index from the snapshots). ``settlement``: delivery-price CSV or ``None`` (index of
-    the first snapshot at or after expiry). ``staleness``: the oldest snapshot a lookup may use
-    (default 36 h). ``timeframe``: the bar length Tardis files are sampled to (default 1h).
+    :data:`CHAIN_FORMATS` or ``None`` to detect it from each file's header. ``spot``: one spot OHLC
+    CSV or ``None`` (index from the snapshots). ``settlement``: one delivery-price CSV or ``None``
+    (index of the first snapshot at or after expiry). ``staleness``: the oldest snapshot a lookup
+    may use (default 36 h). ``timeframe``: the bar length Tardis files are sampled to (default 1h).
     Raises :class:`ChainFileError` when a file is missing or malformed.
+
+    After loading: ``dropped_rows`` (impossible chain rows dropped, all files), ``first_dropped``
+    (``"<file>: line L: column C: <cell>; expected ..."`` of the first, or None), ``load_report``
+    (one line: rows read, files, rows dropped and the first) and ``file_loads`` (per file: path,
+    rows, dropped, first).
     """
 
     synthetic = False
@@ -542,18 +771,18 @@ class ChainFileSource:
             raise ValueError(f"staleness={staleness!r} is out of range; allowed: > 0")
         paths = _expand_paths(chain)
         bar = timeframe_delta(timeframe)
-        frames = []
+        frames, loads = [], []
         for path in paths:
             fmt = chain_format or detect_chain_format(path)
             if fmt == "tardis":
-                frames.append(_load_tardis(path, bar, self.staleness))
+                frame, load = _load_tardis(path, bar, self.staleness)
             elif fmt == "optionsdx":
-                frames.append(_load_optionsdx(path))
+                frame, load = _load_optionsdx(path)
             else:
-                frames.append(_load_deribit(path))
+                frame, load = _load_deribit(path)
+            frames.append(frame)
+            loads.append(load)
         rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        if rows.empty:
-            raise ChainFileError(f"{paths[0]}: no option rows; expected at least one snapshot")
         if len(frames) > 1:
             dup = rows.duplicated(["ns", "name"]).to_numpy()
             if dup.any():
@@ -569,11 +798,23 @@ class ChainFileSource:
         self._expiry_ts: dict[int, pd.Timestamp] = {}
         self.paths = paths
         self.timeframe = timeframe
-        self._spot: dict[str | None, tuple] = {}
-        self._spot_coin, self._spot_file = _optional_file(spot, _load_spot)
-        self._settle_coin, self._settle_file = _optional_file(settlement, _load_settlement)
+        self.file_loads: tuple[_FileLoad, ...] = tuple(loads)
+        self.dropped_rows = sum(load.dropped for load in loads)
+        bad = next((load for load in loads if load.first is not None), None)
+        self.first_dropped: str | None = None if bad is None else f"{bad.path}: {bad.first}"
+        self.load_report = self._load_report()
+        self._spot_coin, self._spot_file = _optional_file(spot, _load_spot, "spot")
+        self._settle_coin, self._settle_file = _optional_file(settlement, _load_settlement, "settlement")
         name = paths[0].name if len(paths) == 1 else f"{len(paths)} files in {paths[0].parent.name or '.'}"
         self.label = f"chain files: {name}"
+
+    def _load_report(self) -> str:
+        read = sum(load.rows for load in self.file_loads)
+        files = f"{len(self.file_loads)} file{'s' if len(self.file_loads) != 1 else ''}"
+        if not self.dropped_rows:
+            return f"{read:,} chain rows read from {files}; none dropped"
+        return (f"{read:,} chain rows read from {files}; {self.dropped_rows:,} impossible rows dropped "
+                f"(first: {self.first_dropped})")
 
     # -------------------------------------------------------------------------- helpers
 
@@ -590,6 +831,9 @@ class ChainFileSource:
         if ts is None:
             ts = self._expiry_ts[ns] = pd.Timestamp(ns, tz="UTC")
         return ts
+
+    def _spot_applies(self, sym: str) -> bool:
+        return self._spot_file is not None and self._spot_coin in (None, sym)
 
     def snapshot_times(self, underlying: str) -> pd.DatetimeIndex:
         """The snapshot instants of ``underlying`` (UTC)."""
@@ -609,7 +853,7 @@ class ChainFileSource:
         file's last candle (or ``staleness`` after the last snapshot). ``ValueError`` if ``start`` is before the data.
         """
         points, bar_ns = _grid(start, end, timeframe)
-        if self._spot_file is not None and self._spot_coin in (None, underlying_spec(underlying).symbol):
+        if self._spot_applies(underlying_spec(underlying).symbol):
             path, (t, o, h, lo, c, v, candle) = self._spot_file
             # A candle boundary carries two prices: bars open on the new candle's open, close on the old one's close.
             obs_t = np.concatenate([t + candle, t])
@@ -740,7 +984,11 @@ class ChainFileSource:
 def source_from_options(options: SourceOptions) -> ChainFileSource:
     """The chain-file source for :func:`data_cache.sources.make_source`: ``chain`` (required),
     ``chain_format``, ``spot``, ``settlement``, ``timeframe`` (for Tardis sampling) and
-    ``staleness_hours`` (oldest snapshot a chain may use, hours) from ``options``."""
+    ``staleness_hours`` (oldest snapshot a chain may use, hours) from ``options``.
+
+    Impossible chain rows are dropped and counted (``dropped_rows``, ``load_report``); a malformed
+    file raises :class:`ChainFileError`.
+    """
     if not options.chain:
         raise ChainFileError("--chain: required with --source files; expected an option-chain CSV path")
     return ChainFileSource(options.chain, chain_format=options.chain_format, spot=options.spot,
