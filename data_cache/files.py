@@ -335,12 +335,13 @@ class _RowCheck:
                   lambda i: f"an expiry at or after the snapshot time {pd.Timestamp(int(ns[i]), tz='UTC')}")
         self.flag(bid > ask, bid_col, frame[bid_col], lambda i: f"a bid at most the ask ({ask_col} {float(ask[i])!r})")
 
-    def keep(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-        """The valid rows of ``frame`` and their line numbers."""
-        if not self.bad.any():
-            return frame, self.line0 + np.arange(self.n)
-        keep = ~self.bad
-        return frame[keep], self.line0 + np.flatnonzero(keep)
+    def kept(self, values):
+        """The valid rows of an array or frame (``values`` itself when none was flagged)."""
+        return values[~self.bad] if self.bad.any() else values
+
+    def lines(self) -> np.ndarray:
+        """The line numbers of the valid rows."""
+        return self.line0 + (np.flatnonzero(~self.bad) if self.bad.any() else np.arange(self.n))
 
     @property
     def dropped(self) -> int:
@@ -433,11 +434,12 @@ def _load_deribit(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
     rc.cross(ns, expiry, bid, ask, df, "expiry_datetime", "bid_price", "ask_price")
     if rc.dropped == rc.n:
         raise _no_valid_row(path, rc.n, rc.first, "Deribit snapshot")
-    frame, lines = rc.keep(_frame(ns, names, _prefix(df["instrument_name"].astype(str)), otype, strike, expiry,
-                                  bid, ask, mark, iv, delta, fwd, index))
-    _check_sorted(path, frame["ns"].to_numpy(), "timestamp", lines)
-    _check_unique(path, frame["ns"].to_numpy(), frame["name"].to_numpy(), lines, "instrument_name")
-    _check_iv_unit(path, frame["iv"].to_numpy(), "implied_volatility", percent=False, lines=lines)
+    lines, kept = rc.lines(), rc.kept
+    _check_sorted(path, kept(ns), "timestamp", lines)
+    _check_unique(path, kept(ns), kept(names), lines, "instrument_name")
+    _check_iv_unit(path, kept(iv), "implied_volatility", percent=False, lines=lines)
+    frame = kept(_frame(ns, names, _prefix(df["instrument_name"].astype(str)), otype, strike, expiry, bid, ask, mark,
+                        iv, delta, fwd, index))
     return frame, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
 
@@ -459,13 +461,13 @@ def _load_optionsdx(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
     rc.cross(ns, expiry, bid, ask, df, "EXPIRY_UNIX", "BID_PRICE", "ASK_PRICE")
     if rc.dropped == rc.n:
         raise _no_valid_row(path, rc.n, rc.first, "OptionsDX EOD")
-    frame, lines = rc.keep(_frame(ns, names, _prefix(pd.Series(names)), otype, strike, expiry, bid, ask,
-                                  np.nan, iv, delta, fwd, np.nan))
-    _check_sorted(path, frame["ns"].to_numpy(), "QUOTE_UNIXTIME", lines)
-    _check_unique(path, frame["ns"].to_numpy(), frame["name"].to_numpy(), lines, "INSTRUMENT_NAME")
-    _check_iv_unit(path, frame["iv"].to_numpy() * 100.0, "MARK_IV", percent=True, lines=lines)
-    kept = dte if len(frame) == rc.n else dte[~rc.bad]
-    frame["mark"] = inverse_price_coin(frame["fwd"].to_numpy(), frame["strike"].to_numpy(), kept / 365.0,
+    lines, kept = rc.lines(), rc.kept
+    _check_sorted(path, kept(ns), "QUOTE_UNIXTIME", lines)
+    _check_unique(path, kept(ns), kept(names), lines, "INSTRUMENT_NAME")
+    _check_iv_unit(path, kept(iv) * 100.0, "MARK_IV", percent=True, lines=lines)
+    frame = kept(_frame(ns, names, _prefix(pd.Series(names)), otype, strike, expiry, bid, ask, np.nan, iv, delta,
+                        fwd, np.nan))
+    frame["mark"] = inverse_price_coin(frame["fwd"].to_numpy(), frame["strike"].to_numpy(), kept(dte) / 365.0,
                                        frame["iv"].to_numpy(), 0.0, frame["otype"].to_numpy().astype(str))
     return frame, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
@@ -489,11 +491,10 @@ def _tardis_chunk(path: Path, chunk: pd.DataFrame, line0: int, bar_ns: int) -> t
     frame = _frame((t // bar_ns + 1) * bar_ns, names, _prefix(chunk["symbol"].astype(str)), otype, strike, expiry,
                    bid, ask, mark, iv, delta, fwd, np.full(len(chunk), np.nan))
     frame["t"] = t
-    frame, lines = rc.keep(frame)
-    kept_local = local if rc.dropped == 0 else local[~rc.bad]
+    lines, kept_local = rc.lines(), rc.kept(local)
     _check_sorted(path, kept_local, "local_timestamp", lines)
-    _check_iv_unit(path, frame["iv"].to_numpy() * 100.0, "mark_iv", percent=True, lines=lines)
-    return frame, rc, kept_local, lines
+    _check_iv_unit(path, rc.kept(iv) * 100.0, "mark_iv", percent=True, lines=lines)
+    return rc.kept(frame), rc, kept_local, lines
 
 
 def _load_tardis(path: Path, bar: pd.Timedelta, staleness: pd.Timedelta) -> tuple[pd.DataFrame, _FileLoad]:
