@@ -61,10 +61,27 @@ or before its start and closes at the latest at or before its end; high/low also
 observations inside the bar; volume is the spot file's (candles no longer than a bar), else 0.
 Bars end with a spot file's last candle, or ``staleness`` after the last snapshot.
 
-Settlement (``get_settlement_price``): the ``date,price`` delivery-price CSV (Deribit's
-``get_delivery_prices``, 08:00 UTC) when given; otherwise, **an approximation**, the index of
-the first snapshot at or after the expiry (within ``staleness``): the real delivery price is the
-07:30-08:00 UTC TWAP, and a snapshot taken e.g. 1.5 h later differs from it by the market move.
+Settlement (``get_settlement_price``), the first that applies:
+
+1. the ``date,price`` delivery-price CSV (Deribit's ``get_delivery_prices``, the 07:30-08:00 UTC
+   index TWAP) when one is given for that coin; a date missing from it is an error, not an
+   estimate;
+2. otherwise an **estimate from what is known at the expiry, never later**: the spot file's
+   price at the expiry instant (the close of the candle ending at 08:00 UTC, else the open of the
+   one starting then);
+3. else the expiring contract's forward (the median ``underlying_price`` of that expiry's options)
+   in the last snapshot at or before the expiry that lists it, at most ``staleness`` before it.
+
+An estimate is labelled: :meth:`ChainFileSource.settlement_estimate` returns None for a delivery
+price, else e.g. ``"estimated: spot at 08:00 UTC from the spot file"`` or ``"estimated: expiring
+forward at 2022-02-04 05:00 UTC (last snapshot before expiry)"``; the simulator shows it on the
+trade. When nothing applies, :class:`~sim.data_source.DataSourceError` names the underlying and
+the expiry. The first snapshot *after* expiry is not used: on end-of-day files (OptionsDX, 04:00
+UTC) it is the next day's, 20 hours and a median 1.9% (max 13%) from the 08:00 price, where the
+expiring forward at 04:00 is 0.4% (max 5%). The price of that rule: when snapshots come just
+*after* 08:00 (the 2026 daily file, 09:00-12:00 UTC), the last one before an expiry is the
+previous morning's, a median 1.4% (max 15%) from ETH's delivery price; give a spot file with
+08:00 candles (0.1%, max 0.6%) or the delivery prices.
 
 A spot or settlement file whose name contains a coin symbol (``BTCUSDT_1h.csv``,
 ``delivery_prices_eth_usd.csv``) is used for that coin only; otherwise for every underlying.
@@ -85,6 +102,7 @@ import numpy as np
 import pandas as pd
 
 from data_cache.sources import SourceOptions
+from sim.data_source import DataSourceError
 from sim.fees import option_payoff_per_coin
 from sim.instruments import UNDERLYINGS, to_utc, underlying_spec
 from sim.pricing import inverse_price_coin
@@ -728,6 +746,20 @@ class _Group:
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
         self.by_name = {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}
 
+    def expiring_forward(self, expiry_ns: int, max_age_ns: int) -> tuple[float, int] | None:
+        """``(forward, snapshot ns)``: the median forward of the options expiring at ``expiry_ns`` in the
+        last snapshot at or before it that lists them, at most ``max_age_ns`` before it; None if none."""
+        k = int(np.searchsorted(self.snap_ns, expiry_ns, side="right")) - 1
+        while k >= 0 and expiry_ns - self.snap_ns[k] <= max_age_ns:
+            lo, hi = int(self.snap_start[k]), int(self.snap_end[k])
+            exp = self.expiry[lo:hi]                         # sorted by expiry inside a snapshot
+            a = lo + int(np.searchsorted(exp, expiry_ns, side="left"))
+            b = lo + int(np.searchsorted(exp, expiry_ns, side="right"))
+            if b > a:
+                return float(np.median(self.fwd[a:b])), int(self.snap_ns[k])
+            k -= 1
+        return None
+
 
 def _optional_file(path, load, what: str):
     """(coin named in the file name or None, (path, loaded data)) for a spot or settlement file;
@@ -743,15 +775,31 @@ def _optional_file(path, load, what: str):
     return _coin_in_name(first), (first, load(first))
 
 
+def _spot_at(t: np.ndarray, o: np.ndarray, c: np.ndarray, candle: int, at_ns: int) -> float | None:
+    """The spot file's price at instant ``at_ns`` from data at or before it: the close of the candle
+    ending then, else the open of the candle starting then; None when no candle boundary falls on it."""
+    if candle <= 0:
+        return None
+    ends = t + candle
+    i = int(np.searchsorted(ends, at_ns))
+    if i < len(ends) and ends[i] == at_ns:
+        return float(c[i])
+    j = int(np.searchsorted(t, at_ns))
+    if j < len(t) and t[j] == at_ns:
+        return float(o[j])
+    return None
+
+
 class ChainFileSource:
     """A :class:`~sim.data_source.MarketDataSource` over option-chain CSV files (see the module doc).
 
     ``chain``: a path, a list of paths, a directory or a glob. ``chain_format``: one of
     :data:`CHAIN_FORMATS` or ``None`` to detect it from each file's header. ``spot``: one spot OHLC
     CSV or ``None`` (index from the snapshots). ``settlement``: one delivery-price CSV or ``None``
-    (index of the first snapshot at or after expiry). ``staleness``: the oldest snapshot a lookup
-    may use (default 36 h). ``timeframe``: the bar length Tardis files are sampled to (default 1h).
-    Raises :class:`ChainFileError` when a file is missing or malformed.
+    (then the settlement is an estimate: the spot file at 08:00 UTC, else the expiring forward in
+    the last snapshot before expiry; see :meth:`settlement_estimate`). ``staleness``: the oldest
+    snapshot a lookup may use (default 36 h). ``timeframe``: the bar length Tardis files are
+    sampled to (default 1h). Raises :class:`ChainFileError` when a file is missing or malformed.
 
     After loading: ``dropped_rows`` (impossible chain rows dropped, all files), ``first_dropped``
     (``"<file>: line L: column C: <cell>; expected ..."`` of the first, or None), ``load_report``
@@ -806,6 +854,7 @@ class ChainFileSource:
         self.load_report = self._load_report()
         self._spot_coin, self._spot_file = _optional_file(spot, _load_spot, "spot")
         self._settle_coin, self._settle_file = _optional_file(settlement, _load_settlement, "settlement")
+        self._settled: dict[tuple[str, int], tuple[float, str | None]] = {}
         name = paths[0].name if len(paths) == 1 else f"{len(paths)} files in {paths[0].parent.name or '.'}"
         self.label = f"chain files: {name}"
 
@@ -936,8 +985,9 @@ class ChainFileSource:
                         timeframe: Timeframe) -> pd.DataFrame:
         """The option's marks across snapshots forward-filled onto the bar grid, the payoff from expiry.
 
-        Bars before the instrument's first snapshot are left out. ``ValueError`` for an instrument
-        that is not in the files.
+        Bars before the instrument's first snapshot are left out; so are bars ending after the expiry
+        when there is no settlement price (see :meth:`get_settlement_price`). ``ValueError`` for an
+        instrument that is not in the files.
         """
         prefix = instrument_name.split("-", 1)[0].upper()
         g = self.groups.get(prefix)
@@ -952,34 +1002,74 @@ class ChainFileSource:
             return _ohlc_frame(points, np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.zeros(0, bool))
         keep_obs = obs_t < expiry
         obs_t, obs_v = obs_t[keep_obs], obs_v[keep_obs]
+        settled = True
         if points[-1] >= expiry:
             sym = prefix.replace("_USDC", "")
-            settle = self.get_settlement_price(sym, self._ts(expiry))
-            payoff = option_payoff_per_coin(settle, float(g.strike[rows[0]]),
-                                            "linear" if "_USDC" in prefix else "inverse", str(g.otype[rows[0]]))
-            obs_t = np.append(obs_t, expiry)
-            obs_v = np.append(obs_v, payoff)
+            try:
+                settle = self.get_settlement_price(sym, self._ts(expiry))
+            except DataSourceError:
+                settled = False
+            else:
+                payoff = option_payoff_per_coin(settle, float(g.strike[rows[0]]),
+                                                "linear" if "_USDC" in prefix else "inverse", str(g.otype[rows[0]]))
+                obs_t = np.append(obs_t, expiry)
+                obs_v = np.append(obs_v, payoff)
         o, h, lo, c = _ohlc_on_grid(points, obs_t, obs_v, obs_t, obs_v, obs_v)
-        return _ohlc_frame(points, o, h, lo, c, ~np.isnan(c))
+        keep = ~np.isnan(c) if settled else ~np.isnan(c) & (points[1:] < expiry)
+        return _ohlc_frame(points, o, h, lo, c, keep)
 
-    def get_settlement_price(self, underlying: str, expiry: pd.Timestamp) -> float:
-        """Delivery price (USD) from the settlement file, else the index of the first snapshot at or
-        after ``expiry`` within ``staleness`` (an approximation). ``ValueError`` when neither exists."""
+    def _settle(self, underlying: str, expiry: pd.Timestamp) -> tuple[float, str | None]:
+        """``(settlement price USD, None or the estimate's label)``; see the module doc for the rule."""
         expiry = to_utc(expiry)
         sym = underlying_spec(underlying).symbol
+        t = expiry.as_unit("ns").value
+        key = (sym, t)
+        done = self._settled.get(key)
+        if done is not None:
+            return done
         if self._settle_file is not None and self._settle_coin in (None, sym):
             path, prices = self._settle_file
-            day = expiry.as_unit("ns").value // _NS_PER_DAY
+            day = t // _NS_PER_DAY
             if day not in prices:
-                raise ValueError(f"no delivery price for {sym} on {expiry:%Y-%m-%d} in {path}")
-            return prices[day]
-        g = self._group(underlying)
-        t = expiry.as_unit("ns").value
-        k = int(np.searchsorted(g.snap_ns, t, side="left"))
-        if k >= len(g.snap_ns) or g.snap_ns[k] - t > self.staleness.value:
-            raise ValueError(f"no {sym} snapshot within {self.staleness} after the expiry {expiry.isoformat()} to "
-                             "settle on; give a delivery-price file (--settlement)")
-        return float(g.snap_index[k])
+                raise DataSourceError(f"no delivery price for {sym} on {expiry:%Y-%m-%d} in {path}; expected a "
+                                      f"row {expiry:%Y-%m-%d},<price> for the {expiry:%H:%M} UTC expiry")
+            done = (prices[day], None)
+        else:
+            spot = None
+            if self._spot_applies(sym):
+                st, so, _, _, sc, _, candle = self._spot_file[1]
+                spot = _spot_at(st, so, sc, candle, t)
+            if spot is not None:
+                done = (spot, f"estimated: spot at {expiry:%H:%M} UTC from the spot file")
+            else:
+                found = self._group(underlying).expiring_forward(t, self.staleness.value)
+                if found is None:
+                    raise DataSourceError(
+                        f"no settlement price for {sym} expiry {expiry:%Y-%m-%d %H:%M} UTC: no delivery-price file "
+                        f"(--settlement), no spot-file candle boundary at {expiry:%H:%M} UTC, and no {sym} snapshot "
+                        f"within {self.staleness} before the expiry listing it")
+                fwd, snap = found
+                when = "snapshot at expiry" if snap == t else "last snapshot before expiry"
+                done = (fwd, f"estimated: expiring forward at {pd.Timestamp(snap, tz='UTC'):%Y-%m-%d %H:%M} UTC "
+                             f"({when})")
+        self._settled[key] = done
+        return done
+
+    def get_settlement_price(self, underlying: str, expiry: pd.Timestamp) -> float:
+        """Settlement price (USD) of the ``expiry``: the delivery-price file's, else an estimate from
+        data at or before the expiry (the spot file at the expiry instant, else the expiring forward
+        in the last snapshot before it; :meth:`settlement_estimate` says which).
+
+        :class:`~sim.data_source.DataSourceError` naming the underlying and expiry when the
+        delivery-price file lacks that date or no estimate is possible.
+        """
+        return self._settle(underlying, expiry)[0]
+
+    def settlement_estimate(self, underlying: str, expiry: pd.Timestamp) -> str | None:
+        """None when a delivery-price file gives the settlement of ``expiry``; else the estimate's label:
+        ``"estimated: spot at 08:00 UTC from the spot file"`` or ``"estimated: expiring forward at
+        <YYYY-MM-DD HH:MM> UTC (last snapshot before expiry)"``. Raises like :meth:`get_settlement_price`."""
+        return self._settle(underlying, expiry)[1]
 
 
 def source_from_options(options: SourceOptions) -> ChainFileSource:
@@ -987,8 +1077,12 @@ def source_from_options(options: SourceOptions) -> ChainFileSource:
     ``chain_format``, ``spot``, ``settlement``, ``timeframe`` (for Tardis sampling) and
     ``staleness_hours`` (oldest snapshot a chain may use, hours) from ``options``.
 
-    Impossible chain rows are dropped and counted (``dropped_rows``, ``load_report``); a malformed
-    file raises :class:`ChainFileError`.
+    Settlement: the ``settlement`` delivery-price file when given; otherwise an estimate from data
+    at or before the expiry, never after it: the ``spot`` file's price at 08:00 UTC, else the
+    expiring contract's forward in the last snapshot before expiry. An estimate is labelled: the
+    source's ``settlement_estimate(underlying, expiry)`` returns the label (None for a delivery
+    price), and the simulator notes it on each trade. Impossible chain rows are dropped and counted
+    (``dropped_rows``, ``load_report``); a malformed file raises :class:`ChainFileError`.
     """
     if not options.chain:
         raise ChainFileError("--chain: required with --source files; expected an option-chain CSV path")

@@ -11,12 +11,16 @@ import pytest
 
 from data_cache.files import ChainFileError, ChainFileSource, source_from_options
 from data_cache.sources import SourceOptions
-from sim.cli import main
-from sim.data_source import MarketDataSource
+from sim.data_source import DataSourceError, MarketDataSource
 from sim.pricing import black76_delta, inverse_price_coin
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig
 from tests.conftest import require_shared
+
+try:  # the command line is moving from sim.cli to covered_call_lab.cli
+    from covered_call_lab.cli import main
+except ImportError:  # pragma: no cover - before the move
+    from sim.cli import main
 
 DAILY = "deribit_chain_snapshots_2026/derived/daily_calls_first_snapshot_after_0800utc.csv.gz"
 FRIDAY_RAW = "deribit_chain_snapshots_2026/raw_weekly_friday/deribit_options_snapshot_20260102T091809Z.csv.gz"
@@ -46,6 +50,7 @@ def daily_source(daily_path):
 def daily_frame(daily_path):
     df = pd.read_csv(daily_path)
     df["ts"] = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    df["exp"] = pd.to_datetime(df["expiry_datetime"], utc=True, format="ISO8601")
     return df
 
 
@@ -59,10 +64,13 @@ def _file_row(frame: pd.DataFrame, currency: str, open_time: pd.Timestamp, name:
     return row.iloc[0]
 
 
-def _index_after(frame: pd.DataFrame, currency: str, expiry: pd.Timestamp) -> float:
-    sub = frame[frame["currency"] == currency]
-    snap = sub.loc[sub["ts"] >= expiry, "ts"].min()
-    return float(sub.loc[sub["ts"] == snap, "index_price"].median())
+def _forward_before(frame: pd.DataFrame, currency: str, expiry: pd.Timestamp) -> tuple[float, pd.Timestamp]:
+    """The settlement estimate without a delivery file, computed from the raw file: the median forward
+    (``underlying``) of the options expiring at ``expiry`` in the last snapshot at or before it."""
+    sub = frame[(frame["currency"] == currency) & (frame["exp"] == expiry) & (frame["ts"] <= expiry)]
+    snap = sub["ts"].max()
+    assert expiry - snap <= pd.Timedelta(hours=36)
+    return float(sub.loc[sub["ts"] == snap, "underlying"].median()), snap
 
 
 # ---------------------------------------------------------------------------- real-data backtests
@@ -82,7 +90,11 @@ def test_weekly_backtest_on_the_2026_daily_chain(daily_source, daily_frame, unde
         assert 5 - 1e-9 <= t.dte <= 9 + 1e-9
         assert t.dte == pytest.approx((t.expiry - t.open_time).total_seconds() / 86400)
         assert t.open_spot == row["index_price"]
-        assert t.settlement_price == pytest.approx(_index_after(daily_frame, underlying, t.expiry), rel=1e-12)
+        fwd, snap = _forward_before(daily_frame, underlying, t.expiry)
+        assert t.settlement_price == pytest.approx(fwd, rel=1e-12)
+        assert t.settlement_estimate == f"estimated: expiring forward at {snap:%Y-%m-%d %H:%M} UTC " \
+                                        "(last snapshot before expiry)"
+        assert t.settlement_estimate in t.notes
         assert t.close_price == pytest.approx(max(t.settlement_price - t.strike, 0) / t.settlement_price)
 
 
@@ -102,11 +114,12 @@ def test_eth_backtest_settles_on_real_delivery_prices(daily_path, daily_frame):
     result = CoveredCallSimulator(source, CallSimulationConfig(underlying="ETH", **WEEKLY)).simulate_policy()
     assert len(result.trades) >= 25
     for t in result.trades:
-        assert t.settlement_price == delivery[f"{t.expiry:%Y-%m-%d}"]
+        assert t.settlement_price == delivery[f"{t.expiry:%Y-%m-%d}"] and t.settlement_estimate is None
         row = _file_row(daily_frame, "ETH", t.open_time, t.instrument_name)
         assert t.open_price == pytest.approx(row["bid_price"], rel=1e-12)
-    # the delivery file names ETH: asking it for BTC falls back to the snapshot index, never to ETH prices
+    # the delivery file names ETH: asking it for BTC falls back to an estimate, never to ETH prices
     assert source.get_settlement_price("BTC", utc("2026-01-09 08:00")) > 50_000
+    assert source.settlement_estimate("BTC", utc("2026-01-09 08:00")).startswith("estimated: expiring forward")
 
 
 def test_deribit_marks_and_deltas_reproduce_with_black76(daily_frame):
@@ -340,8 +353,10 @@ def test_settlement_file_gaps_are_errors(tmp_path, daily_path):
     f.write_text("date,price\n2026-01-09,90000.5\n")
     src = ChainFileSource(daily_path, settlement=f)
     assert src.get_settlement_price("BTC", utc("2026-01-09 08:00")) == 90000.5
-    with pytest.raises(ValueError, match="no delivery price for BTC on 2026-01-16"):
-        src.get_settlement_price("BTC", utc("2026-01-16 08:00"))
+    assert src.settlement_estimate("BTC", utc("2026-01-09 08:00")) is None
+    for ask in (src.get_settlement_price, src.settlement_estimate):   # a gap is an error, never an estimate
+        with pytest.raises(DataSourceError, match="no delivery price for BTC on 2026-01-16"):
+            ask("BTC", utc("2026-01-16 08:00"))
 
 
 # ---------------------------------------------------------------------------- malformed files
@@ -455,9 +470,11 @@ def test_linear_usdc_tardis_chain_settles_in_usdc(tmp_path):
         return (f"deribit,{sym},{ts},{ts + 5000},call,{strike},{exp},10,1.0,{bid},5,60,{ask},5,64,{mark},62,"
                 f"SYN.SOL_USDC-{sym.split('-')[1]},{fwd},{delta},0.01,0.02,-0.1,0.01")
 
+    t_before = EXP_B - 30 * MIN                 # 30 minutes before it: the expiring forward known at expiry
     lines = [line(call, t_sale, 20, exp_call, 1.0, 1.2, 1.1, 19.5, 0.30),
              line(later, t_sale, 25, exp_later, 0.4, 0.5, 0.45, 19.6, 0.15),
-             line(later, t_after, 25, exp_later, 0.6, 0.7, 0.65, 22.0, 0.35)]
+             line(call, t_before, 20, exp_call, 1.9, 2.1, 2.0, 22.0, 0.95),
+             line(later, t_after, 25, exp_later, 0.6, 0.7, 0.65, 23.0, 0.35)]
     src = ChainFileSource(_write_tardis(tmp_path / "SOL.csv.gz", lines), timeframe="1h")
     cfg = CallSimulationConfig(underlying="SOL", start="2020-06-08T01:00Z", end="2020-06-09T01:00Z",
                                target_dte=4, dte_tolerance=1, target_delta=0.3, delta_tolerance=0.05)
@@ -467,6 +484,8 @@ def test_linear_usdc_tardis_chain_settles_in_usdc(tmp_path):
     delivery = min(0.00015 * 22.0, 0.125 * 2.0)          # 0.0033 USDC per coin: a Friday, in the money
     assert t.open_price == 1.0 and t.premium_usd == pytest.approx(10.0)
     assert t.settlement_price == 22.0 and t.assigned and t.close_price == pytest.approx(2.0)
+    # stamped at the 08:00 bar end (the state known then), not the 23.0 forward seen 30 minutes later
+    assert t.settlement_estimate == "estimated: expiring forward at 2020-06-12 08:00 UTC (snapshot at expiry)"
     assert t.fees_usd == pytest.approx(10 * (fee + delivery))
     assert t.pnl_vs_hodl == pytest.approx(10 * (1.0 - fee - 2.0 - delivery))
     assert t.pnl == pytest.approx(10 * (min(22.0, 20.0) + 1.0 - fee - delivery - 19.5))
