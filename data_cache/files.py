@@ -39,7 +39,8 @@ Validation, one policy for every layout:
   required cell, a strike, forward or index <= 0, a negative price or mark, an IV <= 0, a call
   delta outside [0, 1] or a put delta outside [-1, 0], an option type other than call/put, an
   OptionsDX DTE < 0) and rows whose cells contradict each other (bid above ask, expiry before the
-  snapshot). An empty or zero bid or ask is no quote, not an impossible row.
+  snapshot, an OptionsDX DTE more than an hour from its two timestamps). An empty or zero bid or
+  ask is no quote, not an impossible row.
 - **Spot and settlement files** are small and every row matters: any impossible value (a price
   <= 0, NaN or inf, high below low/open/close, low above open/close, negative volume, a bad
   timestamp) raises :class:`ChainFileError` naming file, line and column.
@@ -477,6 +478,9 @@ def _load_optionsdx(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
     fwd = rc.number(df, "UNDERLYING_PRICE", _FORWARD, lo=0.0, lo_open=True)
     dte = rc.number(df, "DTE", "days to expiry >= 0", lo=0.0)
     rc.cross(ns, expiry, bid, ask, df, "EXPIRY_UNIX", "BID_PRICE", "ASK_PRICE")
+    span = (expiry - ns) / _NS_PER_DAY                    # the mark's T comes from DTE: it must agree
+    rc.flag(np.abs(dte - span) > 1 / 24, "DTE", df["DTE"],
+            lambda i: f"the days from QUOTE_UNIXTIME to EXPIRY_UNIX ({span[i]:.4f}, within an hour)")
     if rc.dropped == rc.n:
         raise _no_valid_row(path, rc.n, rc.first, "OptionsDX EOD")
     lines, kept = rc.lines(), rc.kept

@@ -151,6 +151,7 @@ IMPOSSIBLE = [
     ("optionsdx", "UNDERLYING_PRICE", "0", "expected a forward"),
     ("optionsdx", "UNDERLYING_PRICE", "inf", "expected a forward"),
     ("optionsdx", "DTE", "-1", "expected days to expiry >= 0"),
+    ("optionsdx", "DTE", "30", "expected the days from QUOTE_UNIXTIME to EXPIRY_UNIX (3.1667, within an hour)"),
 ]
 
 
