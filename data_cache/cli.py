@@ -7,10 +7,14 @@
   with a progress bar. Resumable: every response is cached as soon as it is complete, so a second
   run (or a run after an interrupted one) downloads only what is missing. Ends with a summary:
   requests made, bytes received, cache entries and size.
-- ``info``: the cache directory, entries and size. ``clear``: empty the cache.
+- ``info``: the cache directory, entries and size. ``clear``: empty the cache (a damaged cache is
+  deleted and created afresh).
 
-Bad flags exit with status 2 and one ``error:`` line naming the flag; a network fault after the
-retries exits with status 1.
+Errors are one line on stderr, like ``python -m sim``'s (:mod:`sim.cli_args`): a bad flag exits
+with status 2 and ``error: FLAG: VALUE REASON; allowed: ALLOWED`` (the fetch flags are checked by
+the same :class:`~sim.types.CallSimulationConfig` a backtest uses, before anything is opened); a
+network fault after the retries, or a damaged cache (named, with the command that repairs it),
+exits with status 1.
 """
 
 from __future__ import annotations
@@ -22,70 +26,70 @@ from collections.abc import Sequence
 import pandas as pd
 from tqdm import tqdm
 
-from data_cache.cache import cache_stats, open_cache
+from data_cache.cache import cache_stats, clear_cache, open_cache
 from data_cache.deribit import DeribitSource
 from data_cache.deribit_client import DeribitClient
 from sim import schedule
+from sim.cli_args import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Parser,
+    UsageError,
+    config_message,
+    folder,
+    http_url,
+    iso_time,
+    one_line,
+    whole_or_text,
+)
 from sim.data_source import DataSourceError
-from sim.instruments import to_utc
 from sim.policies import in_delta_band
 from sim.types import TIMEFRAMES, CallSimulationConfig
+from sim.validation import ConfigError
 
-
-class UsageError(Exception):
-    """A bad flag: one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise UsageError(message)
-
-
-def _timestamp(text: str) -> pd.Timestamp:
-    try:
-        return to_utc(text)
-    except (ValueError, TypeError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date or time (e.g. 2025-12-01)") from None
+# Config field -> fetch flag, so validation messages name what the user typed.
+FETCH_FLAGS: dict[str, str] = {
+    "underlying": "--underlying", "start": "--start", "end": "--end", "timeframe": "--timeframe",
+    "decision_interval_bars": "--decision-every", "target_dte": "--dte", "dte_tolerance": "--dte-tol",
+    "target_delta": "--delta", "delta_tolerance": "--delta-tol",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m data_cache", description="Download and manage cached Deribit market data.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    """The ``python -m data_cache`` argument parser."""
+    parser = Parser(prog="python -m data_cache", description="Download and manage cached Deribit market data.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     f = sub.add_parser("fetch", help="pre-download what a backtest of a range needs")
     f.add_argument("--underlying", default="BTC", help="coin symbol (default BTC)")
-    f.add_argument("--start", type=_timestamp, required=True, help="first decision time, ISO UTC")
-    f.add_argument("--end", type=_timestamp, required=True, help="last decision time, ISO UTC")
+    f.add_argument("--start", type=iso_time, required=True, help="first decision time, ISO UTC")
+    f.add_argument("--end", type=iso_time, required=True, help="last decision time, ISO UTC")
     f.add_argument("--timeframe", default="1h", choices=TIMEFRAMES, help="bar length (default 1h)")
-    f.add_argument("--decision-every", type=int, default=24, help="bars between decisions (default 24)")
-    f.add_argument("--dte", type=float, default=7.0, help="target days to expiry (default 7)")
-    f.add_argument("--dte-tol", type=float, default=2.0, help="DTE tolerance in days (default 2)")
-    f.add_argument("--delta", type=float, default=0.25, help="target call delta (default 0.25)")
-    f.add_argument("--delta-tol", type=float, default=0.05, help="delta tolerance (default 0.05)")
+    # Numbers are handed to the config as typed: it checks them and names their ranges.
+    f.add_argument("--decision-every", type=whole_or_text, default=24, help="bars between decisions (default 24)")
+    f.add_argument("--dte", default=7.0, help="target days to expiry (default 7)")
+    f.add_argument("--dte-tol", default=2.0, help="DTE tolerance in days (default 2)")
+    f.add_argument("--delta", default=0.25, help="target call delta (default 0.25)")
+    f.add_argument("--delta-tol", default=0.05, help="delta tolerance (default 0.05)")
     for p in (f, sub.add_parser("info", help="show the cache"), sub.add_parser("clear", help="empty the cache")):
-        p.add_argument("--cache-dir", default=None, help="cache folder (default $COVERED_CALL_CACHE_DIR or the "
-                                                          "user cache directory)")
-    f.add_argument("--deribit-url", default=None, help="main API base URL (default $DERIBIT_BASE_URL)")
-    f.add_argument("--deribit-history-url", default=None, help="history API base URL (default $DERIBIT_HISTORY_URL)")
+        p.add_argument("--cache-dir", type=folder, default=None,
+                       help="cache folder (default $COVERED_CALL_CACHE_DIR or the user cache directory)")
+    f.add_argument("--deribit-url", type=http_url, default=None,
+                   help="main API base URL (default $DERIBIT_BASE_URL)")
+    f.add_argument("--deribit-history-url", type=http_url, default=None,
+                   help="history API base URL (default $DERIBIT_HISTORY_URL)")
     return parser
 
 
-def _validate(args: argparse.Namespace) -> None:
-    if args.command != "fetch":
-        return
-    if not args.underlying.strip().isalnum():
-        raise UsageError(f"argument --underlying: {args.underlying!r} is not a coin symbol such as BTC")
-    if args.end <= args.start:
-        raise UsageError(f"argument --end: {args.end.isoformat()} must be after --start ({args.start.isoformat()})")
-    if args.decision_every < 1:
-        raise UsageError(f"argument --decision-every: {args.decision_every}; allowed: an integer >= 1")
-    if not args.dte >= 1:
-        raise UsageError(f"argument --dte: {args.dte}; allowed: >= 1 day")
-    if not args.dte_tol >= 0:
-        raise UsageError(f"argument --dte-tol: {args.dte_tol}; allowed: >= 0 days")
-    if not 0 < args.delta < 1:
-        raise UsageError(f"argument --delta: {args.delta}; allowed: 0 < delta < 1")
-    if not args.delta_tol >= 0:
-        raise UsageError(f"argument --delta-tol: {args.delta_tol}; allowed: >= 0")
+def fetch_config(args: argparse.Namespace) -> CallSimulationConfig:
+    """The backtest config whose data ``fetch`` downloads; a bad flag is a :class:`UsageError` naming it."""
+    try:
+        return CallSimulationConfig(underlying=args.underlying, start=args.start, end=args.end,
+                                    timeframe=args.timeframe, decision_interval_bars=args.decision_every,
+                                    target_dte=args.dte, dte_tolerance=args.dte_tol, target_delta=args.delta,
+                                    delta_tolerance=args.delta_tol)
+    except ConfigError as exc:
+        raise UsageError(config_message(exc, FETCH_FLAGS)) from None
 
 
 def fetch(source: DeribitSource, underlying: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: str = "1h",
@@ -121,45 +125,65 @@ def fetch(source: DeribitSource, underlying: str, start: pd.Timestamp, end: pd.T
     return {"decisions": len(decisions), "option_series": options, "expiries": len(expiries)}
 
 
-def main(argv: Sequence[str] | None = None, *, session=None) -> int:
-    """Entry point; returns the exit status. ``session``: a ``requests.Session`` stand-in (tests)."""
+def _info(args: argparse.Namespace) -> int:
+    cache = open_cache(args.cache_dir)
     try:
-        args = build_parser().parse_args(argv)
-        _validate(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        cache = open_cache(args.cache_dir)
-    except OSError as exc:
-        print(f"error: argument --cache-dir: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "info":
         s = cache_stats(cache)
         print(f"cache: {s['directory']}\nentries: {s['entries']}\nsize: {s['bytes'] / 1e6:.1f} MB "
               f"(limit {cache.size_limit / 1e9:.1f} GB)")
-        return 0
-    if args.command == "clear":
-        n = cache.clear(retry=True)
-        print(f"cleared {n} entries from {cache.directory}")
-        return 0
+    finally:
+        cache.close()
+    return EXIT_OK
+
+
+def _clear(args: argparse.Namespace) -> int:
+    done = clear_cache(args.cache_dir)
+    if done["recreated"]:
+        print(f"deleted the damaged cache in {done['directory']} and created an empty one")
+    else:
+        print(f"cleared {done['entries']} entries from {done['directory']}")
+    return EXIT_OK
+
+
+def _fetch(args: argparse.Namespace, cfg: CallSimulationConfig, session) -> int:
+    cache = open_cache(args.cache_dir)
     try:
         client = DeribitClient(args.deribit_url, args.deribit_history_url, cache=cache, session=session)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    source = DeribitSource(client)
-    try:
-        counts = fetch(source, args.underlying.strip().upper(), args.start, args.end, args.timeframe,
-                       args.decision_every, args.dte, args.dte_tol, args.delta, args.delta_tol,
-                       progress=sys.stderr.isatty())
-    except DataSourceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except ValueError as exc:  # e.g. $DERIBIT_BASE_URL or $DERIBIT_TIMEOUT
+        raise UsageError(one_line(exc)) from None
+    counts = fetch(DeribitSource(client), cfg.underlying, cfg.start, cfg.end, cfg.timeframe,
+                   cfg.decision_interval_bars, cfg.target_dte, cfg.dte_tolerance, cfg.target_delta,
+                   cfg.delta_tolerance, progress=sys.stderr.isatty())
     s = cache_stats(cache)
-    print(f"fetched {args.underlying.upper()} {args.start:%Y-%m-%d %H:%M} .. {args.end:%Y-%m-%d %H:%M} UTC: "
+    print(f"fetched {cfg.underlying} {cfg.start:%Y-%m-%d %H:%M} .. {cfg.end:%Y-%m-%d %H:%M} UTC: "
           f"{counts['decisions']} decisions, {counts['option_series']} option series, {counts['expiries']} expiries; "
           f"{client.requests_made} requests, {client.bytes_received / 1e6:.2f} MB received, "
           f"{client.cache_hits} cache hits; cache {s['entries']} entries, {s['bytes'] / 1e6:.1f} MB "
           f"at {s['directory']}")
-    return 0
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, *, session=None) -> int:
+    """Entry point; returns the exit status. ``session``: a ``requests.Session`` stand-in (tests)."""
+    try:
+        args = build_parser().parse_args(argv)
+        cfg = fetch_config(args) if args.command == "fetch" else None
+        if args.command == "info":
+            return _info(args)
+        if args.command == "clear":
+            return _clear(args)
+        return _fetch(args, cfg, session)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_USAGE
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DataSourceError as exc:  # network fault after the retries; a damaged cache (names the fix)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # the cache folder cannot be created or written
+        print(f"error: --cache-dir: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted (what was downloaded is cached; run the same command to resume)", file=sys.stderr)
+        return 130
