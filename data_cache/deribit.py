@@ -43,7 +43,7 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 
-from data_cache.cache import open_cache
+from data_cache.cache import LazyCache
 from data_cache.deribit_client import DeribitClient
 from data_cache.sources import SourceOptions
 from sim.data_source import DataSourceError
@@ -200,8 +200,8 @@ class DeribitSource:
     """Deribit's public API as a :class:`~sim.data_source.MarketDataSource` (see the module docstring).
 
     ``client``: a :class:`~data_cache.deribit_client.DeribitClient` (default: one from the
-    environment, caching in the default disk cache). ``lookback``: how far back trades price a chain.
-    ``half_spread_vol``: half the modelled bid/ask spread in vol (fraction).
+    environment, caching in the default disk cache, opened on first use). ``lookback``: how far
+    back trades price a chain. ``half_spread_vol``: half the modelled bid/ask spread in vol (fraction).
     """
 
     label = "Deribit public API"
@@ -209,7 +209,7 @@ class DeribitSource:
 
     def __init__(self, client: DeribitClient | None = None, *, lookback: pd.Timedelta = DEFAULT_LOOKBACK,
                  half_spread_vol: float = 0.015, now=None):
-        self.client = client if client is not None else DeribitClient(cache=open_cache())
+        self.client = client if client is not None else DeribitClient(cache=LazyCache())
         self.lookback = pd.Timedelta(lookback)
         if not (pd.Timedelta(hours=1) <= self.lookback <= pd.Timedelta(days=7)):
             raise ValueError(f"lookback={lookback!r} is out of range; allowed: 1 hour to 7 days")
@@ -270,7 +270,8 @@ class DeribitSource:
             insts = [i for i in insts if int(i.get("creation_timestamp", 0)) <= t < int(i["expiration_timestamp"])]
         lots = [float(i.get("min_trade_amount") or 1.0) * float(i.get("contract_size") or 1.0) for i in insts]
         if not lots:
-            raise DataSourceError(f"Deribit lists no {underlying} options" + (f" at {to_utc(as_of)}" if as_of else ""))
+            raise DataSourceError(f"Deribit lists no {underlying} options"
+                                  + (f" at {to_utc(as_of).isoformat()}" if as_of is not None else ""))
         return max(set(lots), key=lots.count)
 
     def _trades_before(self, underlying: str, as_of: pd.Timestamp) -> list[dict]:
@@ -381,7 +382,11 @@ class DeribitSource:
 
 def source_from_options(options: SourceOptions) -> DeribitSource:
     """The Deribit source for :func:`data_cache.sources.make_source`: ``deribit_url``,
-    ``deribit_history_url``, ``cache_dir`` and ``no_cache`` from ``options``."""
-    cache = None if options.no_cache else open_cache(options.cache_dir)
+    ``deribit_history_url``, ``cache_dir`` and ``no_cache`` from ``options``.
+
+    The disk cache is opened on first use (:class:`~data_cache.cache.LazyCache`): a damaged cache
+    is then a ``CacheError`` (a ``DataSourceError``) from the first query, which every caller
+    reports in one line, instead of an exception while the source is built."""
+    cache = None if options.no_cache else LazyCache(options.cache_dir)
     client = DeribitClient(options.deribit_url, options.deribit_history_url, cache=cache)
     return DeribitSource(client)

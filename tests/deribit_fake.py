@@ -57,6 +57,13 @@ class FakeResponse:
     def text(self) -> str:
         return self.content.decode()
 
+    def iter_content(self, chunk_size: int = 1):
+        for i in range(0, len(self.content), chunk_size):
+            yield self.content[i:i + chunk_size]
+
+    def close(self) -> None:
+        pass
+
 
 class FakeDeribit:
     """A fake ``requests.Session`` replaying the fixture market (see the module docstring)."""
@@ -69,7 +76,7 @@ class FakeDeribit:
         self.trades = sorted(unique.values(), key=lambda t: t["timestamp"])
         self.headers: dict = {}
 
-    def get(self, url: str, params=None, timeout=None):
+    def get(self, url: str, params=None, timeout=None, stream=False):
         parsed = urlparse(url)
         method = parsed.path.rsplit("/", 1)[-1]
         params = dict(params or {})
@@ -129,3 +136,125 @@ class FakeDeribit:
         a, b = int(p["start_timestamp"]), int(p["end_timestamp"])
         body["result"]["data"] = [r for r in body["result"]["data"] if a <= r[0] <= b]
         return body
+
+
+# ------------------------------------------------------------------------------ a real HTTP server with faults
+
+
+class FaultServer:
+    """A real HTTP server on 127.0.0.1 (a thread) that answers each request with the next of
+    ``script`` (the last one repeats): transport faults ``requests`` cannot fake through
+    ``responses``. Steps: ``"ok"`` (``body``, a Deribit envelope), ``"short"`` (Content-Length
+    longer than the body, then the connection closes), ``"gzip"`` (``Content-Encoding: gzip`` on
+    bytes that are not gzip), ``"redirect"`` (302s to itself, forever; one step per request the
+    client starts), ``"trickle"`` (a chunked body, one byte every 0.05 s, never ending), ``"drip"``
+    (a 1 MB Content-Length body, one byte every 0.05 s: a single read blocks). ``url`` is its base
+    URL; ``paths`` lists the paths asked for. Use as a context manager."""
+
+    def __init__(self, script: list[str], body: dict | None = None):
+        import http.server
+        import threading
+
+        self.script, self.paths = list(script), []
+        self.payload = json.dumps(body if body is not None else envelope({"status": "no_data", "ticks": []})).encode()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path.endswith("&again"):         # a redirect followed: the same step again
+                    return server._redirect(self)
+                server.paths.append(self.path)
+                step = server.script[min(len(server.paths), len(server.script)) - 1]
+                getattr(server, f"_{step}")(self)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> FaultServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _ok(self, h):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(self.payload)))
+        h.end_headers()
+        h.wfile.write(self.payload)
+
+    def _short(self, h):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(self.payload) + 100))
+        h.end_headers()
+        h.wfile.write(self.payload[:10])
+        h.wfile.flush()
+        h.close_connection = True
+
+    def _gzip(self, h):
+        junk = b"\x1f\x8b\x08\x00not really gzip at all" * 4
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Encoding", "gzip")
+        h.send_header("Content-Length", str(len(junk)))
+        h.end_headers()
+        h.wfile.write(junk)
+
+    def _redirect(self, h):
+        h.send_response(302)
+        h.send_header("Location", h.path if h.path.endswith("&again") else h.path + "&again")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    def _trickle(self, h):
+        import time
+
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        try:
+            for _ in range(400):                         # 20 s at most, in case a client never gives up
+                h.wfile.write(b"1\r\n \r\n")
+                h.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+        h.close_connection = True
+
+    def _drip(self, h):
+        import time
+
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(2**20))
+        h.end_headers()
+        try:
+            for _ in range(400):
+                h.wfile.write(b" ")
+                h.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+        h.close_connection = True
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (connections are refused at once)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -278,16 +280,27 @@ def test_source_from_options_honours_flags(tmp_path):
 
 
 def test_sim_backtest_against_an_unreachable_deribit_fails_cleanly(tmp_path):
-    env = dict(os.environ, DERIBIT_MAX_RETRIES="1", DERIBIT_TIMEOUT="2", PYTHONPATH=str(REPO))
+    """A refused connection (default retries): one plain sentence naming the host, in about a second."""
+    from tests.deribit_fake import closed_port
+
+    host = f"127.0.0.1:{closed_port()}"
+    env = dict(os.environ, DERIBIT_TIMEOUT="2", PYTHONPATH=str(REPO))
+    env.pop("DERIBIT_MAX_RETRIES", None)
+    t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "sim", "backtest", "--source", "deribit", "--deribit-url", "http://127.0.0.1:9",
-         "--deribit-history-url", "http://127.0.0.1:9", "--cache-dir", str(tmp_path / "c"),
+        [sys.executable, "-m", "sim", "backtest", "--source", "deribit", "--deribit-url", f"http://{host}",
+         "--deribit-history-url", f"http://{host}", "--cache-dir", str(tmp_path / "c"),
          "--start", "2025-12-01", "--end", "2025-12-03"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - t0
     err = proc.stderr.strip()
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert len(err.splitlines()) == 1 and err.startswith("error:"), err
-    assert "Traceback" not in err and "127.0.0.1" in err and "get_tradingview_chart_data" in err
+    assert "Traceback" not in err
+    assert err.endswith(f"cannot reach Deribit at {host} (the connection was refused): check the network, "
+                        "or use the demo or files source"), err
+    assert "get_tradingview_chart_data" not in err and not re.search(r"\d{13}", err)
+    assert elapsed < 10, elapsed                        # interpreter start-up plus at most one 0.5 s pause
 
 
 @pytest.mark.parametrize(("argv", "flag"), [
@@ -296,7 +309,7 @@ def test_sim_backtest_against_an_unreachable_deribit_fails_cleanly(tmp_path):
     (["fetch", "--start", "2025-12-01", "--end", "2025-12-02", "--timeframe", "2h"], "--timeframe"),
     (["fetch", "--start", "2025-12-01", "--end", "2025-12-02", "--delta", "1.5"], "--delta"),
     (["fetch", "--end", "2025-12-02"], "--start"),
-    (["fetch", "--start", "2025-12-01", "--end", "2025-12-02", "--deribit-url", "ftp://x"], "deribit_url"),
+    (["fetch", "--start", "2025-12-01", "--end", "2025-12-02", "--deribit-url", "ftp://x"], "--deribit-url"),
 ])
 def test_data_cache_cli_bad_flag_exits_2_with_one_line(argv, flag, capsys, tmp_path):
     assert dc_cli.main([*argv, "--cache-dir", str(tmp_path)]) == 2
