@@ -1,8 +1,11 @@
 """Figure builders and number formats for the dashboard: pure functions, core results in, plotly out.
 
-Every axis title carries its unit; traces carry the core's numbers unchanged (no resampling), so
-tests can compare them with :class:`sim.types.SimulationResult` directly. Scatter traces stay SVG
-(``go.Scatter``) so browser tests can click their points.
+Every axis title carries its unit; traces carry the core's numbers unchanged, so tests can compare
+them with :class:`sim.types.SimulationResult` directly. A long series is drawn decimated
+(:func:`decimate`: at most :data:`MAX_POINTS` of its points per trace, each bucket's lowest and
+highest kept), so a chart never ships hundreds of thousands of points to the browser; tables and
+downloads keep every value. Scatter traces stay SVG (``go.Scatter``) so browser tests can click
+their points.
 """
 
 from __future__ import annotations
@@ -25,6 +28,41 @@ _MARGIN = dict(l=70, r=30, t=50, b=50)
 # Legends sit in the bottom margin, below the x-axis title (paper-relative offsets collided with it).
 _LEGEND_MARGIN = dict(l=70, r=30, t=50, b=105)
 _LEGEND = dict(orientation="h", yref="container", y=0.0, yanchor="bottom", x=0.0, xanchor="left")
+
+MAX_POINTS = 5000  # points per trace drawn; half a year of 1h bars (4,369) is drawn whole
+
+
+def decimate(*series, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Positions of the points to draw of one or more equally long series (min-max decimation).
+
+    Every position when there are at most ``max_points``. Otherwise the first and the last, and for
+    each series the lowest and the highest value of each bucket of consecutive interior points
+    (buckets of ``ceil((n - 2) / ((max_points // k - 2) // 2))`` points for ``k`` series; NaN is
+    skipped), so peaks and troughs survive and at most ``max_points`` positions come back in
+    increasing order, shared by all the series (draw each at the same positions).
+
+    >>> decimate(np.array([0.0, 5, 1, 2, 9, 3, 4, 0]), max_points=6).tolist()
+    [0, 1, 2, 4, 5, 7]
+    >>> decimate(np.arange(3.0), max_points=6).tolist()
+    [0, 1, 2]
+    """
+    arrays = [np.asarray(y, dtype=float) for y in series]
+    n = len(arrays[0]) if arrays else 0
+    if n <= max_points:
+        return np.arange(n)
+    buckets = max((max_points // len(arrays) - 2) // 2, 1)
+    size = -(-(n - 2) // buckets)  # ceil
+    count = -(-(n - 2) // size)
+    keep = [np.array([0, n - 1])]
+    starts = 1 + size * np.arange(count)
+    for y in arrays:
+        inner = np.full(count * size, np.nan)
+        inner[: n - 2] = y[1:-1]
+        inner = inner.reshape(count, size)
+        nan = np.isnan(inner)
+        keep.append(starts + np.argmin(np.where(nan, np.inf, inner), axis=1))
+        keep.append(starts + np.argmax(np.where(nan, -np.inf, inner), axis=1))
+    return np.unique(np.concatenate(keep))
 
 
 def _times(index) -> np.ndarray:
@@ -85,11 +123,11 @@ def equity_figure(result: SimulationResult, unit: str = "USD") -> go.Figure:
     col, hodl_col, label = (("equity_usd", "hodl_usd", "USD") if unit == "USD"
                             else ("equity_coin", "hodl_coin", coin))
     fig = go.Figure()
-    x = _times(curve.index)
-    fig.add_scatter(x=x, y=curve[col].to_numpy(), mode="lines", name="covered call",
-                    line=dict(color=COLORS["covered"]))
-    fig.add_scatter(x=x, y=curve[hodl_col].to_numpy(), mode="lines", name="HODL",
-                    line=dict(color=COLORS["hodl"], dash="dot"))
+    y, hodl = curve[col].to_numpy(), curve[hodl_col].to_numpy()
+    keep = decimate(y, hodl)
+    x = _times(curve.index)[keep]
+    fig.add_scatter(x=x, y=y[keep], mode="lines", name="covered call", line=dict(color=COLORS["covered"]))
+    fig.add_scatter(x=x, y=hodl[keep], mode="lines", name="HODL", line=dict(color=COLORS["hodl"], dash="dot"))
     if result.trades:
         opens = pd.DatetimeIndex([t.open_time for t in result.trades])
         closes = pd.DatetimeIndex([t.close_time for t in result.trades])
@@ -107,8 +145,10 @@ def excess_figure(result: SimulationResult, unit: str = "USD") -> go.Figure:
     coin = result.config.underlying
     col, label = ("excess_usd", "USD") if unit == "USD" else ("excess_coin", coin)
     s = result.equity_vs_hodl[col]
+    y = s.to_numpy()
+    keep = decimate(y)
     fig = go.Figure()
-    fig.add_scatter(x=_times(s.index), y=s.to_numpy(), mode="lines", name="covered minus HODL", fill="tozeroy",
+    fig.add_scatter(x=_times(s.index)[keep], y=y[keep], mode="lines", name="covered minus HODL", fill="tozeroy",
                     line=dict(color=COLORS["covered"]))
     fig.add_hline(y=0, line=dict(color=COLORS["hodl"], width=1))
     return _layout(fig, f"Excess over HODL ({label})", f"Covered minus HODL ({label})", height=280)
@@ -148,12 +188,15 @@ def spot_figure(spot: pd.Series, decisions: pd.DatetimeIndex, coin: str, sell: p
     """Spot over the range at the decision times, each a clickable point whose customdata is its ISO time.
 
     ``spot`` is USD at bar instants (UTC index); ``decisions`` the decision instants (one point each,
-    so the chart stays light however short the bars are).
+    decimated to at most :data:`MAX_POINTS` of them: every point drawn is a real decision time).
     """
     fig = go.Figure()
     pos = np.clip(spot.index.searchsorted(decisions), 0, len(spot) - 1)
-    iso = [t.strftime("%Y-%m-%dT%H:%MZ") for t in decisions]
-    fig.add_scatter(x=_times(decisions), y=spot.to_numpy()[pos], mode="lines+markers",
+    y = spot.to_numpy()[pos]
+    keep = decimate(y)
+    decisions, y = pd.DatetimeIndex(decisions)[keep], y[keep]
+    iso = list(decisions.strftime("%Y-%m-%dT%H:%MZ"))
+    fig.add_scatter(x=_times(decisions), y=y, mode="lines+markers",
                     name=f"{coin} spot at decision times",
                     line=dict(width=1.5, color=COLORS["covered"]), marker=dict(size=6, color=COLORS["covered"]),
                     customdata=iso, hovertemplate="sell at %{customdata}<br>spot %{y:,.2f} USD<extra></extra>")
@@ -168,6 +211,7 @@ def spot_figure(spot: pd.Series, decisions: pd.DatetimeIndex, coin: str, sell: p
 def whatif_figure(tp: SimulatedTrade) -> go.Figure:
     """One trade's path to expiry: spot and strike, the short call's value, covered vs HODL (all USD)."""
     t, f = tp, tp.path
+    f = f.iloc[decimate(*(f[c].to_numpy() for c in ("spot", "call_value_usd", "covered_usd", "hodl_usd")))]
     x = _times(f.index)
     unit = t.underlying if t.settlement == "inverse" else "USDC"
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=[0.4, 0.25, 0.35],

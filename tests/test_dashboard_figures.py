@@ -143,3 +143,98 @@ def test_link_notices():
     assert params.parse_sell("2024-03-01T08:00 00:00") == pd.Timestamp("2024-03-01T08:00", tz="UTC")
     assert params.parse_sell("nope") is None
     assert params.format_sell(pd.Timestamp("2024-03-01T08:00", tz="UTC")) == "2024-03-01T08:00Z"
+
+
+# ---------------------------------------------------------------------- decimation of long series
+
+def _buckets(n: int, max_points: int, k: int = 1) -> list[range]:
+    """The buckets of interior positions :func:`figures.decimate` documents."""
+    buckets = (max_points // k - 2) // 2
+    size = -(-(n - 2) // buckets)
+    return [range(a, min(a + size, n - 1)) for a in range(1, n - 1, size)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 10, 4999, 5000])
+def test_decimate_is_the_identity_up_to_max_points(n):
+    y = np.random.default_rng(n).normal(size=n)
+    np.testing.assert_array_equal(figures.decimate(y), np.arange(n))
+
+
+@pytest.mark.parametrize(("n", "max_points"), [(5001, 5000), (200_001, 5000), (1003, 10), (97, 7), (10, 4)])
+def test_decimate_keeps_ends_and_every_buckets_extremes_in_at_most_max_points(n, max_points):
+    rng = np.random.default_rng(n)
+    y = np.cumsum(rng.normal(size=n))
+    keep = figures.decimate(y, max_points=max_points)
+    assert len(keep) <= max_points
+    assert keep[0] == 0 and keep[-1] == n - 1
+    assert np.all(np.diff(keep) > 0)
+    kept = set(keep.tolist())
+    for b in _buckets(n, max_points):
+        part = y[b.start:b.stop]
+        assert b.start + int(np.argmin(part)) in kept and b.start + int(np.argmax(part)) in kept
+    assert int(np.argmin(y)) in kept and int(np.argmax(y)) in kept
+
+
+def test_decimate_several_series_shares_positions_and_keeps_each_ones_extremes():
+    rng = np.random.default_rng(1)
+    a, b = np.cumsum(rng.normal(size=50_000)), np.cumsum(rng.normal(size=50_000))
+    b[123] = np.nan
+    keep = figures.decimate(a, b, max_points=1000)
+    assert len(keep) <= 1000
+    kept = set(keep.tolist())
+    for y in (a, b):
+        for bucket in _buckets(len(a), 1000, k=2):
+            part = y[bucket.start:bucket.stop]
+            assert bucket.start + int(np.nanargmin(part)) in kept
+            assert bucket.start + int(np.nanargmax(part)) in kept
+
+
+@pytest.fixture(scope="module")
+def long_result():
+    """A backtest of about 200,000 bars: its charts must be drawn decimated."""
+    cfg = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2025-11-26", timeframe="5m",
+                               decision_interval_bars=12)
+    return CoveredCallSimulator(DemoMarket(), cfg).simulate_policy()
+
+
+def test_long_series_are_drawn_decimated_with_their_extremes(long_result):
+    curve = long_result.equity_curve
+    assert len(curve) > 150_000
+    for unit, col in (("USD", "equity_usd"), ("coin", "equity_coin")):
+        fig = figures.equity_figure(long_result, unit)
+        covered, hodl = fig.data[:2]
+        assert len(covered.x) == len(covered.y) <= figures.MAX_POINTS and len(hodl.y) <= figures.MAX_POINTS
+        assert covered.y.max() == curve[col].max() and covered.y.min() == curve[col].min()
+        assert covered.y[0] == curve[col].iloc[0] and covered.y[-1] == curve[col].iloc[-1]
+        assert len(fig.data[2].x) == len(long_result.trades)  # every entry still marked
+    excess = figures.excess_figure(long_result, "USD").data[0]
+    assert len(excess.y) <= figures.MAX_POINTS
+    assert excess.y.max() == long_result.equity_vs_hodl["excess_usd"].max()
+    assert excess.y.min() == long_result.equity_vs_hodl["excess_usd"].min()
+
+
+def test_spot_chart_points_are_real_decision_times_when_decimated(long_result):
+    spot = long_result.equity_curve["spot"]
+    decisions = pd.date_range("2024-01-01", "2025-11-26", freq="5min", tz="UTC")  # every bar a decision time
+    fig = figures.spot_figure(spot, decisions, "BTC")
+    clickable = fig.data[0]
+    assert len(clickable.customdata) <= figures.MAX_POINTS
+    real = set(decisions.strftime("%Y-%m-%dT%H:%MZ"))
+    assert set(clickable.customdata) <= real
+    at_decisions = spot.reindex(decisions).to_numpy()
+    assert clickable.y.max() == np.nanmax(at_decisions) and clickable.y.min() == np.nanmin(at_decisions)
+    # x and customdata name the same instants
+    assert list(pd.DatetimeIndex(clickable.x).strftime("%Y-%m-%dT%H:%MZ")) == list(clickable.customdata)
+
+
+def test_whatif_path_is_decimated_on_one_set_of_instants():
+    cfg = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-03-01", timeframe="1m",
+                               decision_interval_bars=1440, target_dte=30, dte_tolerance=10)
+    tp = CoveredCallSimulator(DemoMarket(), cfg).simulate_single_call("2024-01-10T00:00Z")
+    assert len(tp.path) > figures.MAX_POINTS
+    fig = figures.whatif_figure(tp)
+    spot, strike, call, covered, hodl = fig.data
+    assert len(spot.x) <= figures.MAX_POINTS
+    np.testing.assert_array_equal(spot.x, call.x)
+    assert covered.y.min() == tp.path["covered_usd"].min() and spot.y.max() == tp.path["spot"].max()
+    assert (strike.x[0], strike.x[-1]) == (spot.x[0], spot.x[-1])
