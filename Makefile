@@ -1,14 +1,18 @@
 # Two entry points for a fresh machine: `make run` (the dashboard on the demo market) and `make test`.
+# Both set up .venv: the pinned requirements, then the project itself, editable and without
+# dependencies (`pip install --no-deps -e .`), so `python -m sim`, `python -m data_cache` and
+# `covered-call-dashboard` work from any folder.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
 .PHONY: run test lint bench clean
 
-$(VENV)/.runtime: requirements.txt
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
@@ -16,7 +20,7 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 	touch $@
 
 run: $(VENV)/.runtime
-	$(VENV)/bin/streamlit run dashboard/app.py
+	$(VENV)/bin/covered-call-dashboard
 
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
@@ -28,4 +32,4 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/bench_dashboard.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info build
