@@ -58,12 +58,17 @@ def get_source(name: str):
     return make_source(name, SOURCE_OPTIONS)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+# The result caches hold at most this many entries each, each for at most RESULT_TTL_S: a backtest
+# of MAX_BARS bars is about 27 MB, so the backtests' cache stays under about 220 MB.
+RESULT_TTL_S = 3600
+
+
+@st.cache_data(max_entries=8, ttl=RESULT_TTL_S, show_spinner=False)
 def run_backtest(src: str, cfg: CallSimulationConfig, _progress=None) -> SimulationResult:
     return CoveredCallSimulator(get_source(src), cfg).simulate_policy(progress=_progress)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
+@st.cache_data(max_entries=32, ttl=RESULT_TTL_S, show_spinner=False)
 def run_what_if(src: str, cfg: CallSimulationConfig, sell_iso: str):
     """("ok", SimulatedTrade) or ("none", message, nearest calls as rows)."""
     try:
@@ -98,7 +103,7 @@ def sweep_pool():
     return ProcessPoolExecutor(workers, mp_context=context)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=16, ttl=RESULT_TTL_S, show_spinner=False)
 def run_sweep(src: str, base: CallSimulationConfig, deltas: tuple, dtes: tuple, _progress=None) -> pd.DataFrame:
     return sweep_delta_dte(get_source(src), base, deltas, dtes, progress=_progress, executor=sweep_pool(),
                            source_factory=source_factory(src))
@@ -149,40 +154,42 @@ def sidebar(sources: tuple[str, ...]) -> Inputs:
     def k(name: str) -> dict:
         return {**q, "key": name}
 
-    src = sb.selectbox("Data source (market data)", sources,
+    labels = params.LABELS
+
+    src = sb.selectbox(labels["src"], sources,
                        help="Where prices come from: " + "; ".join(f"{s} = {SOURCE_HELP.get(s, s)}" for s in sources)
                             + ". Other sources appear here when their modules are installed.", **k("src"))
-    u = sb.selectbox("Underlying (coin)", params.UNDERLYING_CHOICES,
+    u = sb.selectbox(labels["u"], params.UNDERLYING_CHOICES,
                      index=params.UNDERLYING_CHOICES.index(DEFAULTS["u"]),
                      help="Coin held and covered. BTC and ETH options are inverse (coin-settled); the others "
                           "are linear (USDC-settled).", **k("u"))
-    start = sb.date_input("Start date (UTC)", DEFAULTS["start"], params.DATA_FIRST, params.DATA_LAST,
+    start = sb.date_input(labels["start"], DEFAULTS["start"], params.DATA_FIRST, params.DATA_LAST,
                           format="YYYY-MM-DD", help="First decision time, 00:00 UTC of this day.", **k("start"))
-    end = sb.date_input("End date (UTC)", DEFAULTS["end"], params.DATA_FIRST, params.DATA_LAST, format="YYYY-MM-DD",
+    end = sb.date_input(labels["end"], DEFAULTS["end"], params.DATA_FIRST, params.DATA_LAST, format="YYYY-MM-DD",
                         help="Last decision time, 00:00 UTC; a call still open then is held to expiry.", **k("end"))
-    tf = sb.selectbox("Timeframe (bar length)", TIMEFRAMES, index=TIMEFRAMES.index(DEFAULTS["tf"]),
+    tf = sb.selectbox(labels["tf"], TIMEFRAMES, index=TIMEFRAMES.index(DEFAULTS["tf"]),
                       help="Bar length for marking to market: m = minutes, h = hours, d = days. "
                            "Shorter bars are slower.", **k("tf"))
-    every = sb.number_input("Decision interval (bars)", *params.EVERY_RANGE, DEFAULTS["every"], 1,
+    every = sb.number_input(labels["every"], *params.EVERY_RANGE, DEFAULTS["every"], 1,
                             help="A decision time every this many bars from the start (24 bars of 1h = daily). "
                                  "A call is sold only when none is open.", **k("every"))
-    dte = sb.slider("Target DTE (days)", *params.DTE_RANGE, DEFAULTS["dte"], 1,
+    dte = sb.slider(labels["dte"], *params.DTE_RANGE, DEFAULTS["dte"], 1,
                     help="Days to expiry of the call to sell.", **k("dte"))
-    dte_tol = sb.slider("DTE tolerance (± days)", *params.DTE_TOL_RANGE, DEFAULTS["dte_tol"], 0.5,
+    dte_tol = sb.slider(labels["dte_tol"], *params.DTE_TOL_RANGE, DEFAULTS["dte_tol"], 0.5,
                         help="Calls expiring within target ± this many days are candidates.", **k("dte_tol"))
-    delta = sb.slider("Target delta (N(d1), 0-1)", *params.DELTA_RANGE, DEFAULTS["delta"], 0.01,
+    delta = sb.slider(labels["delta"], *params.DELTA_RANGE, DEFAULTS["delta"], 0.01,
                       help="Black delta of the call to sell; lower = further out of the money.", **k("delta"))
-    delta_tol = sb.slider("Delta tolerance (± delta)", *params.DELTA_TOL_RANGE, DEFAULTS["delta_tol"], 0.01,
+    delta_tol = sb.slider(labels["delta_tol"], *params.DELTA_TOL_RANGE, DEFAULTS["delta_tol"], 0.01,
                           help="Calls with delta within target ± this are candidates; the nearest to the "
                                "target is sold.", **k("delta_tol"))
-    fill = sb.selectbox("Fill model (bid, mid, or share of half-spread given up)", params.FILL_CHOICES,
+    fill = sb.selectbox(labels["fill"], params.FILL_CHOICES,
                         help="Sale price: bid = pay the whole half-spread; mid = pay none; a number = the mid "
                              "minus that fraction of the half-spread (0.5 = halfway between mid and bid).",
                         **k("fill"))
-    fee = sb.number_input("Fee rate (% of underlying per coin)", *params.FEE_RANGE, DEFAULTS["fee"], 0.005,
+    fee = sb.number_input(labels["fee"], *params.FEE_RANGE, DEFAULTS["fee"], 0.005,
                           format="%.3f", help="Trading fee in percent of the underlying's value per coin "
                                               "(Deribit: 0.03), capped at 12.5% of the option price.", **k("fee"))
-    size = sb.number_input("Position size (coins; 0 = one lot)", *params.SIZE_RANGE, DEFAULTS["size"], 0.1,
+    size = sb.number_input(labels["size"], *params.SIZE_RANGE, DEFAULTS["size"], 0.1,
                            help="Coins held at the start; calls cover whole lots (0.1 BTC, 1 ETH, 10 SOL, ...). "
                                 "0 means one lot, at least 1 coin.", **k("size"))
     return Inputs(src=src, u=u, start=start, end=end, tf=tf, every=int(every), dte=dte, dte_tol=float(dte_tol),
@@ -213,9 +220,31 @@ def progress_bar(text: str):
 
 
 def source_error(what: str, exc: Exception, src: str) -> None:
+    """The source's error as one line (its text escaped: it may come from the network), and what to try."""
     hint = ("Try a shorter date range or another underlying." if src == "demo" else
             "Check the network or the source's files, try a shorter range, or switch the data source to demo.")
-    st.error(f"{what} failed - data source '{src}': {exc}. {hint}")
+    message = params.escape_markdown(" ".join(str(exc).split()) or type(exc).__name__)
+    st.error(f"{what} failed - data source '{src}': {message}. {hint}")
+
+
+def settlement_notice(result: SimulationResult) -> None:
+    """Once per run: how many settlements are estimates, where that shows, how to make them exact."""
+    estimated = result.estimated_settlements
+    if not estimated:
+        return
+    labels = sorted({t.settlement_estimate for t in estimated})
+    st.warning(f"{len(estimated)} of {len(result.trades)} settlements are estimated "
+               f"({params.escape_markdown('; '.join(labels), 120)}), not Deribit's delivery price: their "
+               "`settlement_price` in the trades below (column `settlement_estimate`) and their PnL are "
+               "estimates. Delivery prices make them exact (files source: a delivery-price CSV, `--settlement`).")
+
+
+def trades_table(result: SimulationResult) -> pd.DataFrame:
+    """The trades as shown: the core's columns, the settlement's kind next to its price."""
+    shown = result.trades_frame().drop(columns=["side", "underlying", "settlement"])
+    kind = shown.pop("settlement_estimate").fillna("delivery price")
+    shown.insert(shown.columns.get_loc("settlement_price") + 1, "settlement_estimate", kind)
+    return shown
 
 
 def headline(result: SimulationResult) -> None:
@@ -240,12 +269,12 @@ def what_if_panel(src: str, cfg: CallSimulationConfig, sell: pd.Timestamp) -> No
         if outcome[2]:
             st.dataframe(pd.DataFrame(outcome[2]), hide_index=True)
         return
-    tp = outcome[1]
-    t = tp
+    t = outcome[1]
     coin = t.underlying
+    settled = "Settlement (USD, estimated)" if t.settlement_estimate else "Settlement (USD)"
     rows = [
         [("Strike (USD)", f"{t.strike:,.6g}"), ("Delta N(d1)", f"{t.delta:.3f}"), ("DTE (days)", f"{t.dte:.2f}"),
-         ("Size (coins)", f"{t.size:g}"), ("Settlement (USD)", f"{t.close_spot:,.6g}")],
+         ("Size (coins)", f"{t.size:g}"), (settled, f"{t.close_spot:,.6g}")],
         [(f"Premium ({coin})", figures.fmt(t.premium_coin, 6)), ("Premium (USD)", figures.fmt(t.premium_usd)),
          (f"Fees ({coin})", figures.fmt(t.fees_coin, 6)), ("Fees (USD)", figures.fmt(t.fees_usd)),
          ("Assigned", "yes" if t.assigned else "no")],
@@ -259,7 +288,10 @@ def what_if_panel(src: str, cfg: CallSimulationConfig, sell: pd.Timestamp) -> No
         for row in rows:
             for col, (label, value) in zip(st.columns(5), row, strict=True):
                 col.metric(label, value)
-        st.plotly_chart(figures.whatif_figure(tp), key="whatif_chart")
+        if t.settlement_estimate:
+            st.caption(f"The settlement is an estimate ({params.escape_markdown(t.settlement_estimate, 120)}), "
+                       "not Deribit's delivery price, and so are the payoff and PnL; delivery prices make it exact.")
+        st.plotly_chart(figures.whatif_figure(t), key="whatif_chart")
 
 
 @st.fragment
@@ -295,9 +327,14 @@ def sweep_section(src: str, cfg: CallSimulationConfig) -> None:
                          help="What each square shows, from one full backtest of the current range per cell: "
                               + "; ".join(f"{k} = {SWEEP_METRICS[m][0]}" for k, m in params.METRIC_CHOICES.items()))
     metric = params.METRIC_CHOICES[short]
+    n = len(SWEEP_DELTAS) * len(SWEEP_DTES)
+    too_big = params.size_refusal(cfg.start, cfg.end, cfg.timeframe, what=f"Each of the grid's {n} backtests")
+    if too_big:
+        st.error(too_big)
+        return
     base = sweep_base(cfg)
     wanted = (src, base)
-    label = f"Run the {len(SWEEP_DELTAS)} × {len(SWEEP_DTES)} grid ({len(SWEEP_DELTAS) * len(SWEEP_DTES)} backtests)"
+    label = f"Run the {len(SWEEP_DELTAS)} × {len(SWEEP_DTES)} grid ({n} backtests)"
     clicked = st.button(label, key="run_sweep", help="Backtests every target delta × target DTE below over the "
                                                      "current range with the other inputs unchanged.")
     if not clicked and st.session_state.get("sweep_for") != wanted:
@@ -334,20 +371,30 @@ def share_link() -> None:
 
 # ---------------------------------------------------------------------- page
 
+def check_link(sources: tuple[str, ...]) -> None:
+    """Once per session, before any widget reads the URL: refuse what the link may not say.
+
+    Refused and unknown parameters are taken out of the URL and the script starts again, so no
+    widget ever sees them (a widget seeds itself from the URL the run started with); the notices
+    wait in the session for the page to show.
+    """
+    query = {name: st.query_params.get_all(name) for name in st.query_params}
+    unavailable = {name: missing_options(name, SOURCE_OPTIONS) or "" for name in SOURCE_NAMES if name not in sources}
+    check = params.check_link(query, sources, tuple(params.METRIC_CHOICES), unavailable)
+    st.session_state["link_notices"] = list(check.notices)
+    if check.remove:
+        removed = set(check.remove)
+        st.query_params.from_dict({name: values for name, values in query.items() if name not in removed})
+        st.rerun()
+
+
 def main() -> None:
     st.set_page_config(page_title="covered-call lab", layout="wide")
-    first_run = "link_notices" not in st.session_state
-    raw = st.query_params.to_dict() if first_run else {}
     sources = available_sources()
+    if "link_notices" not in st.session_state:
+        check_link(sources)
+    first_paint = "painted" not in st.session_state
     inputs = sidebar(sources)
-    if first_run:
-        values = {**inputs.__dict__, "metric": raw.get("metric") if raw.get("metric") in params.METRIC_CHOICES
-                  else DEFAULTS["metric"], "view": raw.get("view") if raw.get("view") in ("USD", "coin")
-                  else DEFAULTS["view"]}
-        st.session_state["link_notices"] = params.link_notices(raw, values, sources, tuple(params.METRIC_CHOICES))
-        for name in raw:
-            if name not in params.URL_PARAMS:
-                del st.query_params[name]
 
     st.title("covered-call lab")
     source = None
@@ -368,15 +415,20 @@ def main() -> None:
 
     sell = params.parse_sell(st.query_params.get("sell"))
     if "sell" in st.query_params and (sell is None or cfg is None or not cfg.start <= sell <= cfg.end):
-        if first_run:
+        if "sell_checked" not in st.session_state:
             st.session_state["link_notices"].append(
-                f"`sell={st.query_params['sell']}` is not allowed ({params.allowed_text('sell', (), ())}); cleared.")
+                f"{params.quote('sell=' + st.query_params['sell'])} is not allowed "
+                f"({params.allowed_text('sell', (), ())}); cleared.")
         clear_sell()
         sell = None
+    st.session_state["sell_checked"] = True
     for notice in st.session_state["link_notices"]:
         st.warning(f"Link: {notice}")
 
-    if cfg is None or source is None:
+    too_big = None if cfg is None else params.size_refusal(cfg.start, cfg.end, cfg.timeframe)
+    if too_big:
+        st.error(too_big)
+    if cfg is None or source is None or too_big:
         share_link()
         return
 
@@ -391,32 +443,34 @@ def main() -> None:
         result = None
         source_error("The backtest", exc, inputs.src)
     bar.empty()
+    if result is None:  # nothing to click or tune: no what-if, no grid
+        st.caption("The what-if chart and the delta × DTE grid need a backtest that runs.")
+        share_link()
+        return
 
     with st.container(key="result_section"):
-        if result is not None:
-            st.header("Result of the policy")
-            headline(result)
-            if first_run:
-                # A fresh browser still has to fetch and parse plotly's bundle for the charts below;
-                # if their messages arrive with the metrics, the metrics paint only after that (~1.7 s
-                # later here). A short pause on the session's first run lets the numbers show first.
-                time.sleep(FIRST_PAINT_PAUSE_S)
-            coin = cfg.underlying
-            view = st.radio("Equity in (USD or coin)", ("USD", "coin"), horizontal=True, key="view",
-                            bind="query-params",
-                            help=f"Show equity and the excess over HODL in USD or in coins of the underlying ({coin}).")
-            st.plotly_chart(figures.equity_figure(result, view), key="equity_chart")
-            st.plotly_chart(figures.excess_figure(result, view), key="excess_chart")
-            st.plotly_chart(figures.drawdown_figure(result), key="drawdown_chart")
-            trades = result.trades_frame()
-            st.subheader(f"Trades ({len(trades)})")
-            st.dataframe(trades.drop(columns=["side", "underlying", "settlement"]), hide_index=True, height=300)
-            st.download_button("Download trades (CSV)", trades.to_csv(index=False).encode(), mime="text/csv",
-                               file_name=f"covered_calls_{cfg.underlying}_{cfg.start:%Y%m%d}_{cfg.end:%Y%m%d}.csv",
-                               help="All trades with the core's columns: *_usd in USD, *_coin in coins.")
-    if result is not None:
-        what_if_section(inputs.src, cfg, result)
-    else:
-        share_link()
+        st.header("Result of the policy")
+        headline(result)
+        if first_paint:
+            # A fresh browser still has to fetch and parse plotly's bundle for the charts below;
+            # if their messages arrive with the metrics, the metrics paint only after that (~1.7 s
+            # later here). A short pause on the session's first run lets the numbers show first.
+            time.sleep(FIRST_PAINT_PAUSE_S)
+            st.session_state["painted"] = True
+        settlement_notice(result)
+        coin = cfg.underlying
+        view = st.radio("Equity in (USD or coin)", params.VIEW_CHOICES, horizontal=True, key="view",
+                        bind="query-params",
+                        help=f"Show equity and the excess over HODL in USD or in coins of the underlying ({coin}).")
+        st.plotly_chart(figures.equity_figure(result, view), key="equity_chart")
+        st.plotly_chart(figures.excess_figure(result, view), key="excess_chart")
+        st.plotly_chart(figures.drawdown_figure(result), key="drawdown_chart")
+        trades = result.trades_frame()
+        st.subheader(f"Trades ({len(trades)})")
+        st.dataframe(trades_table(result), hide_index=True, height=300)
+        st.download_button("Download trades (CSV)", trades.to_csv(index=False).encode(), mime="text/csv",
+                           file_name=f"covered_calls_{cfg.underlying}_{cfg.start:%Y%m%d}_{cfg.end:%Y%m%d}.csv",
+                           help="All trades with the core's columns: *_usd in USD, *_coin in coins.")
+    what_if_section(inputs.src, cfg, result)
     with st.container(key="tune_section"):
         sweep_section(inputs.src, cfg)

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import figures, params
 from data_cache.demo import DemoMarket
+from sim.data_source import DataSourceError
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig
 
@@ -107,7 +108,16 @@ def test_bad_link_values_show_a_notice_and_fall_back_to_defaults():
     assert at.slider(key="delta").value == params.DEFAULTS["delta"]
     assert at.selectbox(key="u").value == "BTC"
     assert shown_metrics(at)["Trades"] == expected_metrics(CallSimulationConfig())["Trades"]
-    assert "sell" not in at.query_params and "bogus" not in at.query_params
+    assert not set(at.query_params) & {"delta", "u", "tf", "start", "every", "bogus", "sell"}
+
+
+def test_only_sources_that_can_open_are_offered():
+    at = run({"src": "files"})
+    assert "files" not in at.selectbox(key="src").options and "demo" in at.selectbox(key="src").options
+    notices = " ".join(w.value for w in at.warning)
+    assert "`src=files` is not available on this page: the files source needs option-chain files" in notices
+    assert "src" not in at.query_params
+    assert at.selectbox(key="src").value == "demo" and shown_metrics(at)["Trades"]
 
 
 def test_sell_time_in_the_link_shows_the_what_if_panel_with_the_core_numbers():
@@ -133,15 +143,78 @@ def test_no_call_in_band_names_the_nearest_candidates():
     assert len(nearest) >= 1 and "instrument" in nearest.columns
 
 
-def test_data_source_error_is_a_message_and_the_page_keeps_working():
-    at = run({"start": "2030-12-01", "end": "2030-12-31"})
-    assert any("data source 'demo'" in e.value and "Try" in e.value for e in at.error)
-    assert at.button(key="run_sweep") is not None  # the rest of the page still renders
+def test_a_failed_backtest_is_one_line_and_offers_no_grid_and_no_what_if(monkeypatch):
+    def offline(self, *args, **kwargs):
+        raise DataSourceError("deribit: cannot reach www.deribit.com (offline)\n  ![p](http://evil.example/p.png)")
+
+    monkeypatch.setattr(DemoMarket, "get_spot_ohlc", offline)
+    at = run({"sell": "2024-02-10T00:00Z"})
+    (error,) = at.error
+    assert error.value.startswith("The backtest failed - data source 'demo': deribit\\: cannot reach")
+    assert "\n" not in error.value and "![" not in error.value and "Try" in error.value
+    assert not at.metric
+    keys = {b.key for b in at.button}
+    assert "run_sweep" not in keys and "use_best" not in keys and "clear_sell" not in keys
+    assert not at.get("plotly_chart")
+    assert any("need a backtest that runs" in c.value for c in at.caption)
+    assert at.selectbox(key="u").value == "BTC"  # the sidebar is still there to change the analysis
 
 
 def test_bad_combination_is_explained():
     at = run({"start": "2024-05-01", "end": "2024-02-01"})
-    assert any(e.value.startswith("End date:") for e in at.error)
+    assert any(e.value.startswith("End date (UTC): ") and "Change it in the sidebar" in e.value for e in at.error)
+
+
+def test_an_analysis_above_the_size_limit_is_refused_before_it_runs(monkeypatch):
+    ran = []
+    monkeypatch.setattr(CoveredCallSimulator, "simulate_policy", lambda *a, **k: ran.append(1))
+    at = run({"tf": "1m", "start": "2019-01-01", "end": "2030-12-01", "every": "2000"})
+    (error,) = at.error
+    assert error.value == ("This analysis would take 6,266,880 bars (range / bar length); the limit is 200,000. "
+                           "Shorten the range or use a longer bar length (e.g. 1h).")
+    assert not ran and not at.metric and not at.get("plotly_chart")
+    assert "run_sweep" not in {b.key for b in at.button}
+    assert at.query_params["tf"] == "1m"  # the inputs stay, for the user to change
+
+
+def test_an_analysis_at_the_size_limit_ships_decimated_charts_and_every_trade():
+    query = {"tf": "1m", "start": "2024-01-01", "end": "2024-05-15", "every": "1"}
+    at = run(query)
+    assert not at.error
+    sizes = [len(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(sizes) == 4 and max(sizes) < 1_000_000, sizes
+    cfg = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-05-15", timeframe="1m",
+                               decision_interval_bars=1)
+    assert params.bar_count(cfg.start, cfg.end, cfg.timeframe) > 0.9 * params.MAX_BARS
+    result = CoveredCallSimulator(DemoMarket(), cfg).simulate_policy()
+    assert len(at.dataframe[0].value) == len(result.trades)
+
+
+def test_estimated_settlements_are_said_once_and_labelled(monkeypatch):
+    label = "estimated: spot at 08:00 UTC"
+    monkeypatch.setattr(DemoMarket, "settlement_estimate", lambda self, u, expiry: label if expiry.day % 2 else None,
+                        raising=False)
+    result = CoveredCallSimulator(DemoMarket(), CallSimulationConfig()).simulate_policy()
+    n, m = len(result.estimated_settlements), len(result.trades)
+    assert 0 < n < m
+    odd = next(t for t in result.trades if t.settlement_estimate)
+    at = run({"sell": f"{odd.open_time:%Y-%m-%dT%H:%MZ}"})
+    notices = [w.value for w in at.warning if "settlements are estimated" in w.value]
+    assert len(notices) == 1
+    assert notices[0].startswith(f"{n} of {m} settlements are estimated (estimated\\: spot at 08\\:00 UTC)")
+    assert "settlement_estimate" in notices[0] and "delivery price" in notices[0].lower()
+    table = at.dataframe[0].value
+    assert (table["settlement_estimate"] == label).sum() == n
+    assert (table["settlement_estimate"] == "delivery price").sum() == m - n
+    assert list(table.columns).index("settlement_estimate") == list(table.columns).index("settlement_price") + 1
+    assert "Settlement (USD, estimated)" in shown_metrics(at)
+    assert any("settlement is an estimate" in c.value for c in at.caption)
+
+
+def test_a_run_with_delivery_prices_only_says_nothing_about_estimates():
+    at = run()
+    assert not [w for w in at.warning if "estimated" in w.value]
+    assert set(at.dataframe[0].value["settlement_estimate"]) == {"delivery price"}
 
 
 def test_grid_runs_and_use_best_sets_the_sliders():
