@@ -1,7 +1,8 @@
 """The dashboard in a real browser: Playwright (sync API) driving Debian's Chromium.
 
 Starts ``streamlit run dashboard/app.py`` on a free loopback port for the module, clicks a point of
-the what-if chart, moves the delta slider and opens a shared link in a fresh browser context.
+the what-if chart, moves the delta slider, opens a shared link in a fresh browser context and opens
+a hostile link (markdown that would fetch an image from another host) watching every request.
 Screenshots go to ``tests/artifacts/`` (git-ignored). Skips with a reason when Chromium or
 Playwright is missing, except under ``CI=true``, where that is a failure.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -172,4 +173,48 @@ def test_clicking_a_heatmap_cell_sets_the_sliders(server, browser):
     wait_idle(page)
     q = query(page)
     assert q["delta"] == "0.15" and q.get("dte", "7") == "7"
+    context.close()
+
+
+# The audit's link: a backtick closes the old code span, then an image from another host (the
+# browser would fetch it) and a fake "Log in again" link; the same in a parameter name and in `u`.
+HOSTILE_LINK = ("?sell=x%60%20!%5Bp%5D(http%3A%2F%2Fevil.example%2Fpixel.png)%20%5BLog%20in%20again%5D"
+                "(http%3A%2F%2Fevil.example%2Flogin)%20%60"
+                "&%60%5Bx%5D(http%3A%2F%2Fevil.example%2Fa)%60=1"
+                "&u=%3Cimg%20src%3Dhttp%3A%2F%2Fevil.example%2Fh.png%3E%20!%5Bq%5D(http%3A%2F%2Fevil.example%2Fq.png)")
+
+
+def test_a_markdown_link_shows_its_text_and_fetches_nothing_from_another_host(server, browser):
+    own = urlsplit(server).netloc
+    context = browser.new_context(viewport=VIEWPORT)
+    elsewhere: list[str] = []
+
+    def guard(route):  # record, and never let a request leave the app's host
+        if urlsplit(route.request.url).netloc != own:
+            elsewhere.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("websocket", lambda ws: requests.append(ws.url))
+    page.goto(server + HOSTILE_LINK)
+    page.get_by_test_id("stMetric").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    page.wait_for_timeout(500)  # any image a notice held would have been requested by now
+    notices = page.get_by_test_id("stAlert").filter(has_text="Link:")
+    assert notices.count() == 3
+    text = " ".join(notices.all_inner_texts())
+    assert "sell=x` ![p](http://evil.example/pixel.p" in text  # shown literally, not rendered
+    assert "[x](http://evil.example/a)" in text and "u=<img src=http://evil.example/h.png>" in text
+    assert page.locator("img[src*='evil.example'], a[href*='evil.example'], [srcset*='evil.example']").count() == 0
+    assert page.get_by_role("link", name="Log in again").count() == 0
+    hosts = {urlsplit(u).netloc for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")}
+    assert hosts == {own}, sorted(u for u in requests if urlsplit(u).netloc != own)
+    assert not elsewhere
+    assert not set(query(page)) & {"sell", "u", "`[x](http://evil.example/a)`"}
+    full_screenshot(page, ARTIFACTS / "dashboard_hostile_link.png")
     context.close()
