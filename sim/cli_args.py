@@ -77,7 +77,7 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> None:  # noqa: D401 - argparse's hook
+    def error(self, message: str) -> None:  # argparse calls this for every bad flag
         text = one_line(message)
         text = text[len("argument "):] if text.startswith("argument ") else text
         m = _CHOICE.match(text)

@@ -451,3 +451,25 @@ def test_a_write_that_fails_after_the_run_is_one_line_exit_1(monkeypatch, tmp_pa
 def test_help_returns_0_in_process(capsys):
     assert main(["backtest", "--help"]) == 0
     assert "--decision-every" in capsys.readouterr().out
+
+
+def test_the_source_gets_a_typed_options_record_from_the_flags(monkeypatch, tmp_path, capsys):
+    from data_cache.sources import SourceOptions
+
+    seen = []
+
+    def fake_make_source(name, options):
+        seen.append((name, options))
+        return DemoMarket()
+
+    monkeypatch.setattr(cli, "make_source", fake_make_source)
+    argv = ["backtest", "--start", "2024-01-01", "--end", "2024-01-03", "--source", "files", "--chain", "a.csv",
+            "--chain-format", "tardis", "--spot", "s.csv", "--settlement", "d.csv", "--staleness", "12",
+            "--timeframe", "4h", "--decision-every", "6", "--cache-dir", str(tmp_path), "--no-cache",
+            "--deribit-url", "https://test.deribit.com", "--deribit-history-url", "https://h.example"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert seen == [("files", SourceOptions(chain="a.csv", chain_format="tardis", spot="s.csv", settlement="d.csv",
+                                            timeframe="4h", staleness_hours=12.0,
+                                            deribit_url="https://test.deribit.com",
+                                            deribit_history_url="https://h.example", cache_dir=str(tmp_path),
+                                            no_cache=True))]
