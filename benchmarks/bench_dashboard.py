@@ -5,9 +5,13 @@
 - click to panel: a click on the "what if I sold here" chart until the what-if panel is shown;
 - heatmap: the 6 x 6 delta x DTE grid over a year of 1h bars, from the button to the chart, and
   the same grid in the core alone (``sim.sweep.sweep_delta_dte``, in this process);
-- peak memory (VmHWM) of the Streamlit server process.
+- the largest analysis a link may ask for (``dashboard.params.MAX_BARS`` bars of 1m, every bar a
+  decision time) until its metrics are shown, and the audit's oversized link (6.3 million bars)
+  until the page refuses it;
+- peak memory (VmHWM) of the Streamlit server process (after all of the above).
 
-Targets (issue #4): first view <= 3 s, click to panel <= 1 s, 6 x 6 heatmap over a year <= 5 s.
+Targets (issue #4): first view <= 3 s, click to panel <= 1 s, 6 x 6 heatmap over a year <= 5 s;
+an oversized link is refused within 3 s.
 
 Run: ``.venv/bin/python benchmarks/bench_dashboard.py`` (needs /usr/bin/chromium and playwright).
 """
@@ -40,6 +44,8 @@ from sim.sweep import sweep_delta_dte  # noqa: E402
 from sim.types import CallSimulationConfig  # noqa: E402
 
 YEAR = "?start=2024-01-01&end=2025-01-01"
+LARGEST = "?tf=1m&start=2024-01-01&end=2024-05-15&every=1"  # 190,080 bars, just under MAX_BARS
+OVERSIZED = "?tf=1m&start=2019-01-01&end=2030-12-01&every=2000"  # the audit's link: 6,266,880 bars
 
 
 def first_view(browser, url: str) -> tuple[float, float]:
@@ -55,6 +61,18 @@ def first_view(browser, url: str) -> tuple[float, float]:
     idle = time.perf_counter() - t0
     context.close()
     return shown, idle
+
+
+def until_shown(browser, url: str, selector: str) -> float:
+    """Seconds from opening ``url`` until ``selector`` is visible."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.locator(selector).first.wait_for(timeout=120_000)
+    elapsed = time.perf_counter() - t0
+    context.close()
+    return elapsed
 
 
 def click_to_panel(browser, url: str, index: int) -> float:
@@ -125,6 +143,10 @@ def main() -> None:
                 ("click to what-if panel (new sell time)", click_to_panel(browser, url, 60), 1.0),
                 ("click to what-if panel (another time)", click_to_panel(browser, url, 120), 1.0),
                 ("6 x 6 heatmap, 1 year of 1h bars, in the page", heatmap(browser, url + YEAR), 5.0),
+                ("largest allowed link (190,080 1m bars): metrics", until_shown(
+                    browser, url + LARGEST, "[data-testid='stMetricValue']"), None),
+                ("oversized link (6.3 M bars): refusal shown", until_shown(
+                    browser, url + OVERSIZED, "[data-testid='stAlert']:has-text('would take')"), 3.0),
             ]
             browser.close()
         rss = peak_rss_mb(proc.pid)
