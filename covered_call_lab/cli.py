@@ -187,16 +187,14 @@ def source_options(args: argparse.Namespace) -> SourceOptions:
 
 
 def policy_from_args(args: argparse.Namespace) -> Policy:
-    """The ``--policy``; anything a user's module raises while loading is a :class:`UsageError`."""
+    """The ``--policy``; anything a user's module raises while loading (``load_policy`` turns it into
+    a ValueError) is a :class:`UsageError`."""
     try:
         return load_policy(args.policy)
     except ValueError as exc:
         text = one_line(exc)
         allowed = "" if "allowed:" in text else f"; allowed: {', '.join(BUILTIN_POLICIES)} or package.module:function"
         raise UsageError(f"--policy: {text}{allowed}") from None
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin module may raise anything at import
-        raise UsageError(f"--policy: {args.policy!r} failed to load ({type(exc).__name__}: {one_line(exc)}); "
-                         f"allowed: {', '.join(BUILTIN_POLICIES)} or an importable package.module:function") from None
 
 
 def check_source_covers(source, args: argparse.Namespace, config: CallSimulationConfig) -> None:

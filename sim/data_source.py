@@ -19,6 +19,9 @@ Conventions for every implementation:
   delivery-price file, say) returns a short label of how it estimated it, e.g. ``"estimated:
   spot at 08:00 UTC"``; None (or no such method) means a real delivery price.
   :func:`settlement_estimate` asks any source, with that default.
+- Optional attributes the command line reads to refuse a range before running: ``underlyings``
+  (the coins a source holds) and ``coverage = (first, last)`` (tz-aware UTC instants it has data
+  for). A source without them is asked and answers for itself.
 """
 
 from __future__ import annotations

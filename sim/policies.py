@@ -66,7 +66,8 @@ BUILTIN_POLICIES: dict[str, Policy] = {
 def load_policy(spec: str) -> Policy:
     """A built-in policy by name (``target_delta``, ``never_sell``) or ``"package.module:function"``.
 
-    Raises ``ValueError`` naming the spec when it cannot be imported or is not callable.
+    Raises ``ValueError`` naming the spec when it cannot be imported (whatever the module raises
+    while it loads) or is not callable.
     """
     if spec in BUILTIN_POLICIES:
         return BUILTIN_POLICIES[spec]
@@ -79,6 +80,10 @@ def load_policy(spec: str) -> Policy:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"policy={spec!r}: cannot import module {module_name!r} ({exc})") from None
+    except BaseException as exc:  # noqa: BLE001 - a user's module may raise anything (even SystemExit) at import
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ValueError(f"policy={spec!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
     func = getattr(module, attr, None)
     if not callable(func):
         raise ValueError(f"policy={spec!r}: {module_name!r} has no callable {attr!r}")

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from sim.instruments import SettlementStyle, underlying_spec
-from sim.validation import check, finite_number, parse_iso_utc
+from sim.validation import ConfigError, check, finite_number, parse_iso_utc, whole_number
 
 Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "15m", "1h", "4h", "1d")
@@ -165,10 +164,13 @@ class CallSimulationConfig:
                 set_(self, name, finite_number(value, name, _FLOAT_FIELDS[name]))
         check(self.end > self.start, "end", self.end, f"a time after start ({self.start:%Y-%m-%d %H:%M} UTC)")
         check(self.timeframe in TIMEFRAMES, "timeframe", self.timeframe, ", ".join(TIMEFRAMES))
-        every = self.decision_interval_bars
-        check(isinstance(every, int | np.integer) and not isinstance(every, bool) and 1 <= every <= MAX_DECISION_BARS,
-              "decision_interval_bars", every, f"a whole number of bars, 1 to {MAX_DECISION_BARS:,}")
-        set_(self, "decision_interval_bars", int(every))
+        allowed_every = f"a whole number of bars, 1 to {MAX_DECISION_BARS:,}"
+        if isinstance(self.decision_interval_bars, str):  # "24" is text, not a count: say so
+            raise ConfigError("decision_interval_bars", self.decision_interval_bars, allowed_every,
+                              "is not a whole number")
+        every = whole_number(self.decision_interval_bars, "decision_interval_bars", allowed_every)
+        check(1 <= every <= MAX_DECISION_BARS, "decision_interval_bars", every, allowed_every)
+        set_(self, "decision_interval_bars", every)
         spec = underlying_spec(self.underlying)
         if self.settlement is None:
             set_(self, "settlement", spec.settlement)

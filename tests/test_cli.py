@@ -267,7 +267,7 @@ def test_a_policy_module_that_raises_at_load_is_one_line_exit_2(case, tmp_path, 
     monkeypatch.syspath_prepend(str(tmp_path))
     code, _, err = run(["backtest", "--policy", f"{name}:choose"], capsys)
     assert code == 2
-    assert_one_error_line(err, f"error: --policy: '{name}:choose'", "allowed:")
+    assert_one_error_line(err, f"error: --policy: policy='{name}:choose': importing '{name}' raised", "allowed:")
     sys.modules.pop(name, None)
 
 

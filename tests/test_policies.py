@@ -60,3 +60,11 @@ def test_user_policy_through_simulator_and_cli(capsys):
     doc = json.loads(capsys.readouterr().out)
     assert [t["instrument_name"] for t in doc["trades"]] == [t.instrument_name for t in result.trades]
 
+
+
+def test_a_policy_module_raising_anything_at_import_is_a_value_error_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "explodes_at_import.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"^policy='explodes_at_import:f': importing 'explodes_at_import' raised "
+                                         r"SystemExit: 3$"):
+        load_policy("explodes_at_import:f")
