@@ -32,6 +32,7 @@ import pandas as pd
 
 from data_cache.sources import SOURCE_NAMES, SourceOptions, make_source, missing_options
 from sim.cli_args import (
+    CONFIG_FLAGS,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -52,15 +53,7 @@ from sim.simulator import CoveredCallSimulator, NoCandidateError, PolicyError
 from sim.types import TIMEFRAMES, CallSimulationConfig, SimulatedTrade, SimulationResult
 from sim.validation import ConfigError
 
-# Config field -> flag, so validation messages name what the user typed.
-BACKTEST_FLAGS: dict[str, str] = {
-    "underlying": "--underlying", "start": "--start", "end": "--end", "timeframe": "--timeframe",
-    "decision_interval_bars": "--decision-every", "initial_spot_position": "--position",
-    "fee_rate": "--fee-rate", "risk_free_rate": "--risk-free-rate", "target_dte": "--dte",
-    "dte_tolerance": "--dte-tol", "target_delta": "--delta", "delta_tolerance": "--delta-tol",
-    "fill_model": "--fill", "fill_fraction": "--fill", "delivery_fee_rate": "--delivery-fee-rate",
-    "settlement": "--settlement-style",
-}
+BACKTEST_FLAGS: dict[str, str] = CONFIG_FLAGS
 # A what-if sells once at --at on --size coins: its config's range and position come from those.
 WHAT_IF_FLAGS: dict[str, str] = {
     **{k: v for k, v in BACKTEST_FLAGS.items() if k not in ("decision_interval_bars", "risk_free_rate")},

@@ -31,6 +31,7 @@ from data_cache.deribit import DeribitSource
 from data_cache.deribit_client import DeribitClient
 from sim import schedule
 from sim.cli_args import (
+    CONFIG_FLAGS,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -48,12 +49,10 @@ from sim.policies import in_delta_band
 from sim.types import TIMEFRAMES, CallSimulationConfig
 from sim.validation import ConfigError
 
-# Config field -> fetch flag, so validation messages name what the user typed.
-FETCH_FLAGS: dict[str, str] = {
-    "underlying": "--underlying", "start": "--start", "end": "--end", "timeframe": "--timeframe",
-    "decision_interval_bars": "--decision-every", "target_dte": "--dte", "dte_tolerance": "--dte-tol",
-    "target_delta": "--delta", "delta_tolerance": "--delta-tol",
-}
+# The config fields fetch's flags fill, named as the user typed them.
+FETCH_FLAGS: dict[str, str] = {k: CONFIG_FLAGS[k] for k in (
+    "underlying", "start", "end", "timeframe", "decision_interval_bars", "target_dte", "dte_tolerance",
+    "target_delta", "delta_tolerance")}
 
 
 def build_parser() -> argparse.ArgumentParser:

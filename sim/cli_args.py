@@ -240,6 +240,17 @@ def folder(text: str) -> str:
 # ---------------------------------------------------------------------------- config errors as flags
 
 # Config fields given in a fraction where a percent is easily typed instead.
+# CallSimulationConfig field -> the flag both command lines give it, so a ConfigError names what
+# the user typed. One table: python -m data_cache fetch takes a subset of these.
+CONFIG_FLAGS: dict[str, str] = {
+    "underlying": "--underlying", "start": "--start", "end": "--end", "timeframe": "--timeframe",
+    "decision_interval_bars": "--decision-every", "initial_spot_position": "--position",
+    "fee_rate": "--fee-rate", "risk_free_rate": "--risk-free-rate", "target_dte": "--dte",
+    "dte_tolerance": "--dte-tol", "target_delta": "--delta", "delta_tolerance": "--delta-tol",
+    "fill_model": "--fill", "fill_fraction": "--fill", "delivery_fee_rate": "--delivery-fee-rate",
+    "settlement": "--settlement-style",
+}
+
 _FRACTION_FIELDS = ("fee_rate", "delivery_fee_rate")
 
 
