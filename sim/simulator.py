@@ -357,6 +357,20 @@ class CoveredCallSimulator:
         if option is None:
             raise NoCandidateError(f"{t.isoformat()}: {self._no_candidate_reason(candidates)}", t,
                                    self._nearest(t))
+        return self.simulate_call(option, size)
+
+    def simulate_call(self, option: OptionSnapshot, size: float | None = None) -> SimulatedTrade:
+        """Sell this ``option`` (a call from the chain at its ``as_of``) on ``size`` coins (default:
+        the config's call size) and hold it to expiry: the same accounting as every trade of
+        :meth:`simulate_policy`, whichever call it is (inside the bands or not).
+
+        Raises :class:`NoCandidateError` when the data cannot settle the call.
+        """
+        cfg = self.config
+        size = cfg.call_size if size is None else float(size)
+        if not (np.isfinite(size) and size > 0):
+            raise ConfigError("size", size, "> 0 coins")
+        t = option.as_of
         market = self._load_market(t, option.expiry + 2 * cfg.bar)
         try:
             return self._leg(option, size, market, buyback_at=None).trade

@@ -331,3 +331,11 @@ def test_candidates_are_exactly_the_calls_expiring_in_the_band(expiry_offset, in
     names = [o.instrument_name for o in sim._candidates(OPEN)]
     assert (len(names) == 1) is inside
     assert market.expiry_ranges[-1] == (OPEN + pd.Timedelta(days=6), OPEN + pd.Timedelta(days=8))
+
+
+def test_simulate_call_sells_the_given_call_with_the_policy_accounting():
+    market = btc_market(settle=65_000.0)
+    sim = CoveredCallSimulator(market, btc_config())
+    call = sim._candidates(OPEN)[0]
+    assert sim.simulate_call(call, 1.0) == sim.simulate_single_call(OPEN, 1.0)
+    assert sim.simulate_call(call, 0.5).pnl_vs_hodl == pytest.approx(0.5 * (0.0010 - 0.000125) * 65_000.0)
