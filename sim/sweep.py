@@ -1,10 +1,15 @@
-"""A grid of backtests over target delta x target DTE, sharing market data between the cells.
+"""A grid of backtests over target delta x target DTE, sharing market data between the cells, and a
+walk-forward test of choosing a cell from such a grid.
 
 Every cell is exactly ``CoveredCallSimulator(source, replace(base, target_delta=d, target_dte=n))
 .simulate_policy(policy)``: the sweep changes nothing in the simulation, it only puts a memo in
 front of the data source so that each decision time's option chain is fetched once (for the union
 of all cells' DTE bands) and each option's bars, each settlement price and each spot range once
 for the whole grid. Pure: no I/O of its own, progress reaches the caller as a callback.
+
+:func:`walk_forward` asks how much of a grid's best cell is luck: it chooses the best cell on each
+training window, trades it on the test window that follows, rolls forward, and stitches the test
+windows into one out-of-sample equity curve to compare with the best cell chosen in hindsight.
 
 >>> from data_cache.demo import DemoMarket
 >>> cfg = CallSimulationConfig(start="2024-01-01", end="2024-02-01")
@@ -19,32 +24,55 @@ import pickle
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, as_completed
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from sim import schedule
 from sim.data_source import MarketDataSource, settlement_estimate
-from sim.metrics import METRIC_KEYS
-from sim.policies import Policy, target_delta_policy
+from sim.metrics import METRIC_KEYS, compute_metrics
+from sim.policies import Policy, never_sell, target_delta_policy
 from sim.simulator import CoveredCallSimulator
-from sim.types import CallSimulationConfig, OptionSnapshot, Timeframe
+from sim.types import CallSimulationConfig, OptionSnapshot, SimulatedTrade, Timeframe
+from sim.validation import ConfigError, check, whole_number
 
 ProgressCallback = Callable[[float, str], None]
 
-# metric key -> (label with unit, True when higher is better)
+# Metrics where a lower value is better (a word in the key); every other metric: higher is better.
+LOWER_IS_BETTER_WORDS: tuple[str, ...] = ("drawdown", "volatility")
+
+
+def higher_is_better(metric: str) -> bool:
+    """True when a higher ``metric`` is better: every key but drawdowns and volatilities (the one rule).
+
+    >>> higher_is_better("sharpe"), higher_is_better("max_drawdown_pct"), higher_is_better("volatility_ann_pct")
+    (True, False, False)
+    """
+    return not any(word in metric for word in LOWER_IS_BETTER_WORDS)
+
+
+def check_metric(metric: str) -> str:
+    """``metric`` if it is a key of :data:`sim.metrics.METRIC_KEYS`, else :class:`ConfigError` naming ``metric``."""
+    if metric not in METRIC_KEYS:
+        raise ConfigError("metric", metric, ", ".join(METRIC_KEYS), "is not a metric")
+    return metric
+
+
+# metric key -> (label with unit, True when higher is better): the dashboard's heatmap choices.
 SWEEP_METRICS: dict[str, tuple[str, bool]] = {
-    "excess_return_pct": ("Excess return vs HODL (pp)", True),
-    "sharpe": ("Sharpe (annualized, USD)", True),
-    "max_drawdown_pct": ("Max drawdown (%, USD)", False),
+    key: (label, higher_is_better(key)) for key, label in (
+        ("excess_return_pct", "Excess return vs HODL (pp)"),
+        ("sharpe", "Sharpe (annualized, USD)"),
+        ("max_drawdown_pct", "Max drawdown (%, USD)"),
+    )
 }
 
-# Metric keys copied into every row of the sweep's frame, besides ``value``.
-SWEEP_COLUMNS: tuple[str, ...] = (
-    "excess_return_pct", "total_return_pct", "cagr_pct", "sharpe", "max_drawdown_pct", "n_trades",
-    "win_rate_vs_hodl_pct", "premium_collected_usd", "assigned_share_pct",
-)
+# Metric columns of every row of the sweep's frame, besides the cell and ``value``: every key of
+# :data:`sim.metrics.METRIC_KEYS`, and ``n_no_trade`` (= ``n_no_trade_decisions``, decisions at
+# which nothing was sold).
+SWEEP_COLUMNS: tuple[str, ...] = (*METRIC_KEYS, "n_no_trade")
+ROW_COLUMNS: tuple[str, ...] = ("target_delta", "target_dte", "value", *SWEEP_COLUMNS)
 
 
 class SharedMarketData:
@@ -107,17 +135,36 @@ class SharedMarketData:
 
 
 def _check_grid(name: str, values: Sequence[float]) -> list[float]:
-    out = [float(v) for v in values]
-    if not out:
-        raise ValueError(f"{name}=[] is out of range; allowed: at least one value")
+    """``values`` as floats: at least one, no repeats (each value is checked by the cell's config)."""
+    out = list(values)
+    check(len(out) > 0, name, out, "at least one value")
+    seen: set[float] = set()
+    for v in out:
+        try:
+            f = float(v)
+        except (TypeError, ValueError, OverflowError):
+            continue  # the cell's config names it
+        if f in seen:
+            raise ConfigError(name, out, "each value once", f"repeats {f:g}")
+        seen.add(f)
     return out
 
 
-def _cell_row(source: MarketDataSource, cfg: CallSimulationConfig, policy: Policy, metric: str) -> dict:
-    metrics = CoveredCallSimulator(source, cfg).simulate_policy(policy).metrics
+def _row(cfg: CallSimulationConfig, metrics: dict, metric: str) -> dict:
     row = {"target_delta": cfg.target_delta, "target_dte": cfg.target_dte, "value": float(metrics[metric])}
-    row.update({k: metrics[k] for k in SWEEP_COLUMNS})
+    row.update({k: metrics[k] for k in METRIC_KEYS})
+    row["n_no_trade"] = metrics["n_no_trade_decisions"]
     return row
+
+
+def _cell_row(source: MarketDataSource, cfg: CallSimulationConfig, policy: Policy, metric: str) -> dict:
+    return _row(cfg, CoveredCallSimulator(source, cfg).simulate_policy(policy).metrics, metric)
+
+
+def _cell_configs(base_config: CallSimulationConfig, deltas: Sequence[float],
+                  dtes: Sequence[float]) -> list[list[CallSimulationConfig]]:
+    """One config per cell, deltas outer; a value a config rejects raises its :class:`ConfigError`."""
+    return [[replace(base_config, target_delta=d, target_dte=n) for n in dtes] for d in deltas]
 
 
 # In a worker process of a pool: sources built by their factories, and the memo of the current sweep.
@@ -155,11 +202,13 @@ def sweep_delta_dte(
     """Backtest ``base_config`` at every ``target_delta`` in ``deltas`` x ``target_dte`` in ``dtes``.
 
     Tolerances, range and everything else come from ``base_config``. Returns one row per cell
-    (deltas outer, DTEs inner) with columns ``target_delta``, ``target_dte`` (days), ``value`` (the
-    cell's ``metric``, see :data:`SWEEP_METRICS` for the usual ones; any key of
-    :data:`sim.metrics.METRIC_KEYS` works) and the metrics of :data:`SWEEP_COLUMNS`.
+    (deltas outer, DTEs inner) with the columns of :data:`ROW_COLUMNS`: ``target_delta``,
+    ``target_dte`` (days), ``value`` (the cell's ``metric``, any key of
+    :data:`sim.metrics.METRIC_KEYS`; :data:`SWEEP_METRICS` has the usual ones), then every metric
+    of :data:`SWEEP_COLUMNS` (units as in :mod:`sim.metrics`; ``n_no_trade`` = ``n_no_trade_decisions``).
     ``progress(fraction_done, message)`` is called as cells (or rows) finish. A value a cell's
-    config rejects raises ``ValueError`` naming the field before anything runs.
+    config rejects, an empty or repeating list and an unknown metric raise
+    :class:`~sim.validation.ConfigError` (a ``ValueError``) naming the field before anything runs.
 
     With an ``executor`` (e.g. a ``ProcessPoolExecutor``) and a picklable ``source_factory`` that
     builds an equivalent source in a worker (e.g. ``functools.partial(DemoMarket, seed=0)``), the
@@ -167,9 +216,10 @@ def sweep_delta_dte(
     the same either way.
     """
     deltas, dtes = _check_grid("deltas", deltas), _check_grid("dtes", dtes)
-    if metric not in METRIC_KEYS:
-        raise ValueError(f"metric={metric!r}; allowed: {', '.join(METRIC_KEYS)}")
-    rows_cfg = [[replace(base_config, target_delta=d, target_dte=n) for n in dtes] for d in deltas]
+    check_metric(metric)
+    rows_cfg = _cell_configs(base_config, deltas, dtes)
+    deltas = [row[0].target_delta for row in rows_cfg]
+    dtes = [cfg.target_dte for cfg in rows_cfg[0]]
     tol = base_config.dte_tolerance
     n_cells = len(deltas) * len(dtes)
     out: list[list[dict]] = [[] for _ in deltas]
@@ -194,19 +244,261 @@ def sweep_delta_dte(
                 done += 1
                 if progress is not None:
                     progress(done / n_cells, f"delta {cfg.target_delta:g}, DTE {cfg.target_dte:g} days")
-    return pd.DataFrame([row for rows in out for row in rows],
-                        columns=["target_delta", "target_dte", "value", *SWEEP_COLUMNS])
+    return pd.DataFrame([row for rows in out for row in rows], columns=list(ROW_COLUMNS))
 
 
 def best_cell(frame: pd.DataFrame, metric: str = "excess_return_pct") -> pd.Series | None:
     """The row of ``frame`` (from :func:`sweep_delta_dte`) with the best ``value`` for ``metric``.
 
-    Higher is better except for drawdowns (keys containing ``drawdown``); NaN cells are skipped;
-    None when every cell is NaN.
+    Higher is better except for drawdowns and volatilities (:func:`higher_is_better`); NaN cells
+    are skipped; None when every cell is NaN (or there is none). Ties go to the first cell.
     """
-    higher = SWEEP_METRICS.get(metric, (metric, "drawdown" not in metric))[1]
+    higher = higher_is_better(metric)
     values = frame["value"].to_numpy(dtype=float)
     if frame.empty or np.all(np.isnan(values)):
         return None
     i = int(np.nanargmax(values) if higher else np.nanargmin(values))
     return frame.iloc[i]
+
+
+# ---------------------------------------------------------------------------- walk-forward
+
+MAX_WINDOW_DAYS = 3650
+WINDOW_DAYS_ALLOWED = f"a whole number of days, 1 to {MAX_WINDOW_DAYS}"
+NO_TRADE_REASON = "no cell sold a call in the training window"
+
+
+@dataclass(frozen=True)
+class WindowRun:
+    """One backtest cut at a window's end: decisions in ``[start, end)``, marked bar by bar to ``end``.
+
+    ``equity_curve`` is the simulator's curve up to ``end`` (a call still open there is marked, not
+    settled); ``trades`` are the calls closed by ``end`` (an open call's outcome lies after the
+    window, so it is left out of the trade counts); ``n_sold`` counts every call sold in the window;
+    ``metrics`` is :func:`sim.metrics.compute_metrics` of those.
+    """
+
+    config: CallSimulationConfig
+    equity_curve: pd.DataFrame
+    trades: list[SimulatedTrade]
+    n_sold: int
+    n_no_trade: int
+    metrics: dict[str, float]
+
+
+def run_window(source: MarketDataSource, cfg: CallSimulationConfig, start: pd.Timestamp, end: pd.Timestamp,
+               policy: Policy = target_delta_policy) -> WindowRun:
+    """``cfg`` backtested on decisions in ``[start, end)`` and measured on its equity up to ``end``.
+
+    Nothing after ``end`` reaches the metrics: the curve is cut at ``end`` (bar instants ``<= end``,
+    each marked with option bars that close by then) and only calls closed by ``end`` count as trades.
+    """
+    wcfg = replace(cfg, start=start, end=end - pd.Timedelta(1, "ns"))
+    result = CoveredCallSimulator(source, wcfg).simulate_policy(policy)
+    curve = result.equity_curve.loc[:end]
+    trades = [t for t in result.trades if t.close_time <= end]
+    metrics = compute_metrics(curve, trades, cfg.risk_free_rate, n_no_trade=len(result.no_trades))
+    return WindowRun(config=wcfg, equity_curve=curve, trades=trades, n_sold=len(result.trades),
+                     n_no_trade=len(result.no_trades), metrics=metrics)
+
+
+@dataclass(frozen=True)
+class WalkForwardWindow:
+    """One step of a walk-forward: the cell chosen on ``[train_start, train_end)``, traded on
+    ``[test_start, test_end)`` (``test_start == train_end``).
+
+    ``target_delta``/``target_dte`` (days) are None when no cell could be chosen, ``reason`` says
+    why (else None), and the test window then holds the coins without selling (HODL). ``value`` is
+    the chosen cell's training ``metric`` (NaN when none); ``in_sample`` its training metrics (None
+    when none), ``out_of_sample`` the test window's metrics; ``train_grid`` every cell's training
+    row (the columns of :data:`ROW_COLUMNS`, plus ``n_sold``).
+    """
+
+    train_start: pd.Timestamp
+    train_end: pd.Timestamp
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp
+    target_delta: float | None
+    target_dte: float | None
+    value: float
+    reason: str | None
+    in_sample: dict[str, float] | None
+    out_of_sample: dict[str, float]
+    train_grid: pd.DataFrame
+    test_run: WindowRun
+
+
+@dataclass(frozen=True)
+class WalkForwardResult:
+    """What :func:`walk_forward` returns.
+
+    ``oos_equity_curve``: the test windows chained (columns ``spot``, ``equity_usd``,
+    ``equity_coin``, ``hodl_usd``, ``hodl_coin``; USD and coin), ``oos_metrics`` its
+    :func:`sim.metrics.compute_metrics` (HODL over the same span in its ``hodl_*`` keys).
+    ``full_grid``: :func:`sweep_delta_dte` over the whole range (the heatmap); ``full_best``: its
+    best cell (``target_delta``, ``target_dte``, ``value``, ``metrics`` over the whole range, and
+    ``same_span_metrics``, that cell over the out-of-sample span, measured like the test windows),
+    None when every cell's metric is NaN.
+    """
+
+    metric: str
+    train_days: int
+    test_days: int
+    windows: list[WalkForwardWindow]
+    oos_equity_curve: pd.DataFrame
+    oos_metrics: dict[str, float]
+    full_grid: pd.DataFrame
+    full_best: dict | None
+
+
+def _metrics_of(row: pd.Series) -> dict[str, float]:
+    """The metrics of a grid row as :func:`sim.metrics.compute_metrics` gives them (counts int, else float)."""
+    return {k: (int(row[k]) if k in ("n_trades", "n_no_trade_decisions") else float(row[k])) for k in METRIC_KEYS}
+
+
+def _window_days(value, field: str) -> int:
+    days = whole_number(value, field, WINDOW_DAYS_ALLOWED)
+    check(1 <= days <= MAX_WINDOW_DAYS, field, value, WINDOW_DAYS_ALLOWED)
+    return days
+
+
+def walk_forward_windows(cfg: CallSimulationConfig, train_days, test_days) -> list[tuple[pd.Timestamp, ...]]:
+    """``(train_start, train_end, test_start, test_end)`` of each walk-forward window of ``cfg``'s range.
+
+    From ``t = start`` (rounded up to the bar grid): train ``[t, t + train_days)``, test
+    ``[t + train_days, t + train_days + test_days)``, then ``t += test_days``, while the test
+    window ends at or before ``end``. Raises :class:`ConfigError` (``train_days``, ``test_days``)
+    for a length outside 1..3650 whole days or when not one window fits in the range.
+
+    >>> cfg = CallSimulationConfig(start="2024-01-01", end="2024-01-31")
+    >>> [f"{a:%d}-{b:%d}/{c:%d}-{d:%d}" for a, b, c, d in walk_forward_windows(cfg, 10, 7)]
+    ['01-11/11-18', '08-18/18-25']
+    """
+    train = _window_days(train_days, "train_days")
+    test = _window_days(test_days, "test_days")
+    t0 = cfg.start.ceil(cfg.bar)
+    span_days = (cfg.end - t0) / pd.Timedelta(days=1)
+    check(train + test <= span_days, "train_days", train,
+          f"train_days + test_days <= the range, {span_days:g} days from start to end")
+    out = []
+    t = t0
+    while t + pd.Timedelta(days=train + test) <= cfg.end:
+        train_end = t + pd.Timedelta(days=train)
+        out.append((t, train_end, train_end, train_end + pd.Timedelta(days=test)))
+        t += pd.Timedelta(days=test)
+    return out
+
+
+def stitch_equity(curves: Sequence[pd.DataFrame], initial_position: float) -> pd.DataFrame:
+    """Chain equity curves of consecutive windows multiplicatively, in USD and in coin.
+
+    Window ``k``'s equity at ``tau`` becomes ``E0 * prod_{j<k} (e_j(end) / e_j(start)) * e_k(tau) /
+    e_k(start)`` (USD with ``E0`` = the first window's starting USD equity, coin with ``E0`` =
+    ``initial_position``): each window's position is scaled by the equity carried in, lots ignored.
+    An instant a window shares with the one before (its start) is kept once, from the earlier one.
+    HODL is ``initial_position`` coins at the curves' spot.
+    """
+    parts = []
+    f_usd, f_coin = 1.0, 1.0
+    last = None
+    usd0 = None
+    for curve in curves:
+        if curve.empty:
+            continue
+        usd = curve["equity_usd"].to_numpy(dtype=float)
+        coin = curve["equity_coin"].to_numpy(dtype=float)
+        if usd0 is None:
+            usd0 = usd[0]
+        seg = pd.DataFrame({"spot": curve["spot"].to_numpy(dtype=float),
+                            "equity_usd": usd0 * f_usd * usd / usd[0],
+                            "equity_coin": initial_position * f_coin * coin / coin[0]}, index=curve.index)
+        f_usd *= usd[-1] / usd[0]
+        f_coin *= coin[-1] / coin[0]
+        if last is not None:
+            seg = seg[seg.index > last]
+        last = curve.index[-1]
+        parts.append(seg)
+    out = pd.concat(parts) if parts else pd.DataFrame(columns=["spot", "equity_usd", "equity_coin"],
+                                                        index=pd.DatetimeIndex([], tz="UTC"))
+    out["hodl_usd"] = initial_position * out["spot"]
+    out["hodl_coin"] = float(initial_position)
+    out.index.name = "time"
+    return out
+
+
+def walk_forward(
+    source: MarketDataSource, base_config: CallSimulationConfig, deltas: Sequence[float], dtes: Sequence[float],
+    train_days: int, test_days: int, metric: str = "excess_return_pct", policy: Policy = target_delta_policy,
+    progress: ProgressCallback | None = None,
+) -> WalkForwardResult:
+    """Choose the best cell on each training window, trade it on the test window after, roll forward.
+
+    Windows: :func:`walk_forward_windows`. On each training window every cell of ``deltas`` x
+    ``dtes`` (as in :func:`sweep_delta_dte`) is measured by :func:`run_window`, so the choice uses
+    nothing after the training window's end; :func:`best_cell` picks by ``metric``. When no cell
+    sold a call, or ``metric`` is NaN in every cell, the window's cell is None (with the reason) and
+    its test window holds the coins (the ``never_sell`` policy). The test windows are stitched by
+    :func:`stitch_equity` into ``oos_equity_curve`` and measured with
+    :func:`sim.metrics.compute_metrics`. ``full_best`` is the best cell of the whole range. All runs
+    share one :class:`SharedMarketData`, so the windows reuse fetched data. Bad grids, metric or
+    window lengths raise :class:`ConfigError` before anything runs.
+    """
+    deltas, dtes = _check_grid("deltas", deltas), _check_grid("dtes", dtes)
+    check_metric(metric)
+    rows_cfg = _cell_configs(base_config, deltas, dtes)
+    cells = [cfg for row in rows_cfg for cfg in row]
+    windows = walk_forward_windows(base_config, train_days, test_days)
+    shared = SharedMarketData(source, [c.target_dte for c in rows_cfg[0]], base_config.dte_tolerance)
+    total = len(windows) * (len(cells) + 1) + len(cells) + 1
+    done = [0]
+
+    def tick(message: str) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(min(done[0] / total, 1.0), message)
+
+    out: list[WalkForwardWindow] = []
+    for train_start, train_end, test_start, test_end in windows:
+        rows = []
+        for cfg in cells:
+            run = run_window(shared, cfg, train_start, train_end, policy)
+            rows.append({**_row(cfg, run.metrics, metric), "n_sold": run.n_sold})
+            tick(f"training {train_start:%Y-%m-%d}: delta {cfg.target_delta:g}, DTE {cfg.target_dte:g}")
+        grid = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "n_sold"])
+        best = best_cell(grid, metric) if grid["n_sold"].sum() > 0 else None
+        if best is None:
+            reason = NO_TRADE_REASON if grid["n_sold"].sum() == 0 else f"{metric} is undefined in every cell"
+            test_run = run_window(shared, base_config, test_start, test_end, never_sell)
+            window = WalkForwardWindow(train_start, train_end, test_start, test_end, None, None, float("nan"),
+                                       reason, None, test_run.metrics, grid, test_run)
+        else:
+            chosen = replace(base_config, target_delta=float(best["target_delta"]),
+                             target_dte=float(best["target_dte"]))
+            in_sample = _metrics_of(best)
+            test_run = run_window(shared, chosen, test_start, test_end, policy)
+            window = WalkForwardWindow(train_start, train_end, test_start, test_end, chosen.target_delta,
+                                       chosen.target_dte, float(best["value"]), None, in_sample, test_run.metrics,
+                                       grid, test_run)
+        tick(f"testing {test_start:%Y-%m-%d}")
+        out.append(window)
+
+    curve = stitch_equity([w.test_run.equity_curve for w in out], base_config.initial_spot_position)
+    oos_trades = [t for w in out for t in w.test_run.trades]
+    oos_metrics = compute_metrics(curve, oos_trades, base_config.risk_free_rate,
+                                  n_no_trade=sum(w.test_run.n_no_trade for w in out))
+
+    full_grid = pd.DataFrame([_cell_row(shared, cfg, policy, metric) for cfg in cells], columns=list(ROW_COLUMNS))
+    tick("whole range")
+    full = best_cell(full_grid, metric)
+    full_best = None
+    if full is not None:
+        cfg = replace(base_config, target_delta=float(full["target_delta"]), target_dte=float(full["target_dte"]))
+        same_span = run_window(shared, cfg, windows[0][2], windows[-1][3], policy)
+        full_best = {"target_delta": cfg.target_delta, "target_dte": cfg.target_dte, "value": float(full["value"]),
+                     "metrics": _metrics_of(full), "same_span_metrics": same_span.metrics}
+    if progress is not None:
+        progress(1.0, "done")
+    return WalkForwardResult(metric=metric, train_days=_window_days(train_days, "train_days"),
+                             test_days=_window_days(test_days, "test_days"), windows=out,
+                             oos_equity_curve=curve, oos_metrics=oos_metrics, full_grid=full_grid,
+                             full_best=full_best)

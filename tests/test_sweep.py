@@ -9,9 +9,19 @@ import pandas as pd
 import pytest
 
 from data_cache.demo import DemoMarket
+from sim.metrics import METRIC_KEYS
 from sim.simulator import CoveredCallSimulator
-from sim.sweep import SWEEP_COLUMNS, SharedMarketData, best_cell, sweep_delta_dte
+from sim.sweep import (
+    ROW_COLUMNS,
+    SWEEP_COLUMNS,
+    SWEEP_METRICS,
+    SharedMarketData,
+    best_cell,
+    higher_is_better,
+    sweep_delta_dte,
+)
 from sim.types import CallSimulationConfig
+from sim.validation import ConfigError
 from tests.fakes import FakeMarket, Quote
 
 BASE = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-03-01", timeframe="1h",
@@ -33,15 +43,17 @@ def _same(a: float, b: float) -> bool:
 
 
 def test_each_cell_equals_a_direct_run(market, grid):
-    assert list(grid.columns) == ["target_delta", "target_dte", "value", *SWEEP_COLUMNS]
+    assert list(grid.columns) == list(ROW_COLUMNS) == ["target_delta", "target_dte", "value", *SWEEP_COLUMNS]
+    assert set(METRIC_KEYS) | {"n_no_trade"} == set(SWEEP_COLUMNS)
     assert list(zip(grid["target_delta"], grid["target_dte"], strict=True)) == [
         (0.15, 3.0), (0.15, 10.0), (0.3, 3.0), (0.3, 10.0)]
     for row in grid.itertuples(index=False):
         cfg = replace(BASE, target_delta=row.target_delta, target_dte=row.target_dte)
         direct = CoveredCallSimulator(DemoMarket(), cfg).simulate_policy().metrics
         assert _same(row.value, direct["sharpe"])
-        for key in SWEEP_COLUMNS:
+        for key in METRIC_KEYS:
             assert _same(getattr(row, key), direct[key]), key
+        assert row.n_no_trade == direct["n_no_trade_decisions"]
         assert row.n_trades > 0
 
 
@@ -72,6 +84,21 @@ def test_bad_grid_and_metric_raise_naming_the_field(market):
         sweep_delta_dte(market, BASE, [1.5], [7])
     with pytest.raises(ValueError, match="metric"):
         sweep_delta_dte(market, replace(BASE, end="2024-01-10"), [0.25], [7], metric="nope")
+    with pytest.raises(ConfigError, match="dtes.*repeats 7") as info:
+        sweep_delta_dte(market, BASE, [0.25], [7, 7.0])
+    assert info.value.field == "dtes"
+    with pytest.raises(ConfigError, match="target_delta"):
+        sweep_delta_dte(market, BASE, [float("nan")], [7])
+
+
+def test_one_rule_for_the_direction_of_a_metric():
+    lower = {k for k in METRIC_KEYS if not higher_is_better(k)}
+    assert lower == {"volatility_ann_pct", "max_drawdown_pct", "hodl_max_drawdown_pct", "volatility_ann_coin_pct",
+                     "max_drawdown_coin_pct"}
+    assert all(higher == higher_is_better(k) for k, (_, higher) in SWEEP_METRICS.items())
+    frame = pd.DataFrame({"value": [3.0, 1.0, 2.0]})
+    assert best_cell(frame, "volatility_ann_pct")["value"] == 1.0
+    assert best_cell(frame, "sortino")["value"] == 3.0
 
 
 def test_process_pool_gives_the_same_frame(grid):
