@@ -1,10 +1,12 @@
-"""Command line: ``python -m sim backtest`` and ``python -m sim what-if``.
+"""Command line: ``python -m sim backtest``, ``what-if``, ``sweep``, ``walk-forward`` and ``samples``.
 
 Prints a readable table by default; ``--json -`` (or a file path) writes JSON with keys ``source``,
 ``config``, ``metrics``, ``trades``, ``no_trades`` and ``equity_curve`` (``what-if``: ``source``,
-``config``, ``trade``, ``path``). Times are ISO 8601 UTC; ``pnl`` and ``*_usd`` are USD, ``*_coin``
-are coins of the underlying. Notes (how many settlements are estimated) go to stderr, so
-``--json -`` stays clean JSON.
+``config``, ``trade``, ``path``; ``sweep``: ``source``, ``config``, ``metric``, ``deltas``,
+``dtes``, ``rows``, ``best``; ``walk-forward``: ``source``, ``config``, ``metric``,
+``train_days``, ``test_days``, ``windows``, ``oos_metrics``, ``full_best``). Times are ISO 8601
+UTC; ``pnl`` and ``*_usd`` are USD, ``*_coin`` are coins of the underlying. Notes (how many
+settlements are estimated) and progress go to stderr, so ``--json -`` stays clean JSON.
 
 Exit statuses, each failure one line on stderr:
 
@@ -21,15 +23,18 @@ ordinary imports; ``sim/__main__.py`` is the core's one entry point that imports
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 
+from covered_call_lab import samples_cmd
 from data_cache.sources import SOURCE_NAMES, SourceOptions, make_source, missing_options
 from sim.cli_args import (
     CONFIG_FLAGS,
@@ -48,12 +53,22 @@ from sim.cli_args import (
     whole_or_text,
 )
 from sim.data_source import DataSourceError
+from sim.metrics import METRIC_KEYS
 from sim.policies import BUILTIN_POLICIES, Policy, load_policy
 from sim.simulator import CoveredCallSimulator, NoCandidateError, PolicyError
+from sim.sweep import WalkForwardResult, best_cell, sweep_delta_dte, walk_forward, walk_forward_windows
 from sim.types import TIMEFRAMES, CallSimulationConfig, SimulatedTrade, SimulationResult
 from sim.validation import ConfigError
 
 BACKTEST_FLAGS: dict[str, str] = CONFIG_FLAGS
+# The grid commands: each --deltas value is checked as a target_delta, each --dtes value as a target_dte.
+GRID_FLAGS: dict[str, str] = {**CONFIG_FLAGS, "deltas": "--deltas", "dtes": "--dtes", "metric": "--metric",
+                              "train_days": "--train-days", "test_days": "--test-days"}
+GRID_COMMANDS = ("sweep", "walk-forward")
+POLICY_COMMANDS = ("backtest", *GRID_COMMANDS)
+DEFAULT_DELTAS = "0.1,0.15,0.2,0.25,0.3,0.35"   # the dashboard's grid
+DEFAULT_DTES = "3,5,7,10,14,21"
+TABLE_ALLOWED = "a .csv or .parquet file in an existing, writable folder"
 # A what-if sells once at --at on --size coins: its config's range and position come from those.
 WHAT_IF_FLAGS: dict[str, str] = {
     **{k: v for k, v in BACKTEST_FLAGS.items() if k not in ("decision_interval_bars", "risk_free_rate")},
@@ -114,26 +129,85 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="write JSON to FILE ('-' for stdout)")
 
 
+def add_backtest_flags(p: argparse.ArgumentParser) -> None:
+    """The backtest's flags (market, rule, data source, range, policy, ``--json``), for every command
+    that backtests over a range: ``backtest``, ``sweep``, ``walk-forward``, ``samples``."""
+    _add_common(p)
+    p.add_argument("--start", type=iso_time, default=pd.Timestamp("2024-01-01", tz="UTC"),
+                   help="first decision time, ISO UTC (default 2024-01-01)")
+    p.add_argument("--end", type=iso_time, default=pd.Timestamp("2024-07-01", tz="UTC"),
+                   help="last decision time, ISO UTC (default 2024-07-01)")
+    p.add_argument("--decision-every", type=whole_or_text, default=24, help="bars between decisions (default 24)")
+    p.add_argument("--position", default=None, help="coins held at start (default: 1, or one lot if larger)")
+    p.add_argument("--policy", default="target_delta",
+                   help=f"{' or '.join(BUILTIN_POLICIES)} (default target_delta) or package.module:function")
+    p.add_argument("--roll", action="store_true",
+                   help="buy the open call back at every decision time instead of holding to expiry")
+    p.add_argument("--risk-free-rate", default=0.0, help="fraction per year, for Sharpe (default 0)")
+
+
+def table_file(text: str) -> str:
+    """``--out``: a writable ``.csv`` or ``.parquet`` path (checked before the run)."""
+    try:
+        output_file(text)
+    except argparse.ArgumentTypeError as exc:
+        head = str(exc).rpartition("; allowed: ")[0]
+        raise argparse.ArgumentTypeError(f"{head}; allowed: {TABLE_ALLOWED}") from None
+    if text == "-" or not text.lower().endswith((".csv", ".parquet")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a .csv or .parquet file; allowed: {TABLE_ALLOWED}")
+    return text
+
+
+METRIC_ALLOWED = ("a key of sim.metrics.METRIC_KEYS, e.g. excess_return_pct, sharpe, max_drawdown_pct "
+                  "(--help lists them all)")
+
+
+def metric_key(text: str) -> str:
+    """``--metric``: a key of :data:`sim.metrics.METRIC_KEYS`."""
+    if text not in METRIC_KEYS:
+        shown = repr(text[:80] + ("..." if len(text) > 80 else ""))
+        raise argparse.ArgumentTypeError(f"{shown} is not a metric; allowed: {METRIC_ALLOWED}")
+    return text
+
+
+def _add_grid_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deltas", default=DEFAULT_DELTAS,
+                   help=f"target deltas of the grid, comma-separated, each 0-1 (default {DEFAULT_DELTAS}); "
+                        "replaces --delta")
+    p.add_argument("--dtes", default=DEFAULT_DTES,
+                   help=f"target DTEs of the grid in days, comma-separated (default {DEFAULT_DTES}); replaces --dte")
+    p.add_argument("--metric", default="excess_return_pct", type=metric_key, metavar="METRIC",
+                   help="metric that ranks the cells (default excess_return_pct; higher is better except "
+                        f"drawdowns and volatilities): {', '.join(METRIC_KEYS)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m sim`` argument parser."""
     parser = Parser(prog="python -m sim", description="Covered-call simulator for Deribit options.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     bt = sub.add_parser("backtest", help="run a policy over a date range against HODL")
-    _add_common(bt)
-    bt.add_argument("--start", type=iso_time, default=pd.Timestamp("2024-01-01", tz="UTC"),
-                    help="first decision time, ISO UTC (default 2024-01-01)")
-    bt.add_argument("--end", type=iso_time, default=pd.Timestamp("2024-07-01", tz="UTC"),
-                    help="last decision time, ISO UTC (default 2024-07-01)")
-    bt.add_argument("--decision-every", type=whole_or_text, default=24, help="bars between decisions (default 24)")
-    bt.add_argument("--position", default=None, help="coins held at start (default: 1, or one lot if larger)")
-    bt.add_argument("--policy", default="target_delta",
-                    help=f"{' or '.join(BUILTIN_POLICIES)} (default target_delta) or package.module:function")
-    bt.add_argument("--roll", action="store_true",
-                    help="buy the open call back at every decision time instead of holding to expiry")
-    bt.add_argument("--risk-free-rate", default=0.0, help="fraction per year, for Sharpe (default 0)")
+    add_backtest_flags(bt)
     bt.add_argument("--trades-csv", metavar="FILE", type=output_file, default=None,
                     help="write the trades to a CSV file")
+
+    sw = sub.add_parser("sweep", help="backtest every target delta x target DTE of a grid")
+    add_backtest_flags(sw)
+    _add_grid_flags(sw)
+    sw.add_argument("--out", metavar="FILE", type=table_file, default=None,
+                    help="write the grid's rows to FILE.csv or FILE.parquet (parquet needs pyarrow)")
+
+    wf = sub.add_parser("walk-forward", help="choose the best grid cell on each training window, trade it on "
+                                             "the next test window, and compare with the hindsight best")
+    add_backtest_flags(wf)
+    _add_grid_flags(wf)
+    wf.add_argument("--train-days", type=whole_or_text, default=90, help="training window, days (default 90)")
+    wf.add_argument("--test-days", type=whole_or_text, default=30,
+                    help="test window and step, days (default 30)")
+
+    sa = sub.add_parser("samples", help="what-if rows for every candidate call, to Parquet")
+    add_backtest_flags(sa)
+    samples_cmd.add_arguments(sa)
 
     wi = sub.add_parser("what-if", help="one call sold at a given time, held to expiry")
     _add_common(wi)
@@ -143,8 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def flags_of(command: str) -> dict[str, str]:
-    """Config field -> flag for ``command`` (``backtest`` or ``what-if``)."""
+    """Config field -> flag for ``command`` (``backtest``, ``what-if``, ``sweep``, ...)."""
+    if command in GRID_COMMANDS:
+        return GRID_FLAGS
     return WHAT_IF_FLAGS if command == "what-if" else BACKTEST_FLAGS
+
+
+def grid_from_args(text: str, flag: str, field: str, config: CallSimulationConfig) -> list[float]:
+    """``--deltas``/``--dtes``: a comma list, each value checked as the config's ``field``, none twice."""
+    example = DEFAULT_DELTAS if field == "target_delta" else DEFAULT_DTES
+    if not text.strip():
+        raise UsageError(f"{flag}: {text!r} is empty; allowed: a comma-separated list, e.g. {example}")
+    values: list[float] = []
+    for item in text.split(","):
+        try:
+            values.append(float(getattr(replace(config, **{field: item.strip()}), field)))
+        except ConfigError as exc:
+            raise UsageError(config_message(exc, {field: flag})) from None
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise UsageError(f"{flag}: {one_line(text)[:80]!r} repeats {repeated:g}; allowed: each value once, "
+                         f"e.g. {example}")
+    return values
 
 
 def config_from_args(args: argparse.Namespace) -> CallSimulationConfig:
@@ -369,6 +463,191 @@ def _progress_printer():
     return report
 
 
+# ---------------------------------------------------------------------- sweep and walk-forward output
+
+def metric_unit(key: str) -> str:
+    """The unit of a metric key, for table headers: pp, %, USD, coin or nothing.
+
+    >>> metric_unit("excess_return_pct"), metric_unit("sharpe"), metric_unit("fees_paid_usd")
+    ('pp', '', 'USD')
+    """
+    if key.startswith("excess_"):
+        return "pp"
+    if key.endswith("_pct"):
+        return "%"
+    if key.endswith("_usd"):
+        return "USD"
+    if key.endswith("_coin"):
+        return "coin"
+    return "years" if key == "years" else ""
+
+
+def metric_label(key: str) -> str:
+    """``key (unit)``, or the key alone for a unitless metric."""
+    unit = metric_unit(key)
+    return f"{key} ({unit})" if unit else key
+
+
+def _grid_config(config: CallSimulationConfig) -> dict[str, Any]:
+    """The base config of a grid, without the target delta and DTE the grid replaces."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("target_delta", "target_dte")}
+
+
+def sweep_json(frame: pd.DataFrame, config: CallSimulationConfig, metric: str, source) -> dict[str, Any]:
+    """The ``sweep --json`` document: one row per cell with every metric, and the best cell."""
+    best = best_cell(frame, metric)
+    return _clean({
+        "source": _source_info(source), "config": _grid_config(config), "metric": metric,
+        "deltas": sorted(set(frame["target_delta"])), "dtes": sorted(set(frame["target_dte"])),
+        "rows": frame.to_dict(orient="records"),
+        "best": None if best is None else best.to_dict(),
+    })
+
+
+def _window_doc(w) -> dict[str, Any]:
+    return {"train_start": w.train_start, "train_end": w.train_end, "test_start": w.test_start,
+            "test_end": w.test_end, "target_delta": w.target_delta, "target_dte": w.target_dte,
+            "value": w.value, "reason": w.reason, "in_sample": w.in_sample, "out_of_sample": w.out_of_sample}
+
+
+def walk_forward_json(result: WalkForwardResult, config: CallSimulationConfig, source) -> dict[str, Any]:
+    """The ``walk-forward --json`` document."""
+    return _clean({
+        "source": _source_info(source), "config": _grid_config(config), "metric": result.metric,
+        "train_days": result.train_days, "test_days": result.test_days,
+        "windows": [_window_doc(w) for w in result.windows],
+        "oos_metrics": result.oos_metrics, "full_best": result.full_best,
+    })
+
+
+SWEEP_TABLE: list[tuple[str, str, int]] = [
+    ("excess (pp)", "excess_return_pct", 2), ("return (%)", "total_return_pct", 2),
+    ("HODL (%)", "hodl_return_pct", 2), ("Sharpe", "sharpe", 2), ("max DD (%)", "max_drawdown_pct", 2),
+    ("premium (USD)", "premium_collected_usd", 2), ("trades", "n_trades", 0), ("no trade", "n_no_trade", 0),
+]
+
+
+def _range_line(config: CallSimulationConfig, source) -> str:
+    cfg = config
+    return (f"Covered calls on {cfg.underlying} ({cfg.settlement}) - data: {getattr(source, 'label', source)}; "
+            f"{cfg.start:%Y-%m-%d %H:%M} to {cfg.end:%Y-%m-%d %H:%M} UTC, {cfg.timeframe} bars, decide every "
+            f"{cfg.decision_interval_bars} bars; DTE tol {cfg.dte_tolerance:g} days, delta tol "
+            f"{cfg.delta_tolerance:g}, fill {cfg.fill_model}")
+
+
+def format_sweep(frame: pd.DataFrame, config: CallSimulationConfig, metric: str, source) -> str:
+    """The grid as a table: one line per cell (units in the headers), the best cell marked with ``*``."""
+    best = best_cell(frame, metric)
+    head = metric_label(metric)
+    width = max(len(head), 10) + 2
+    lines = [_range_line(config, source), "",
+             f"  {'delta':>6}{'DTE (days)':>11}{head:>{width}}" + "".join(f"{h:>15}" for h, _, _ in SWEEP_TABLE)]
+    for i, row in frame.iterrows():
+        mark = "*" if best is not None and i == best.name else " "
+        lines.append(f"{mark} {row['target_delta']:>6g}{row['target_dte']:>11g}{_fmt(float(row['value'])):>{width}}"
+                     + "".join(f"{_fmt(_num(row[k]), d):>15}" for _, k, d in SWEEP_TABLE))
+    lines.append("")
+    if best is None:
+        lines.append(f"best: none ({metric} is undefined in every cell)")
+    else:
+        lines.append(f"* best: delta {best['target_delta']:g}, DTE {best['target_dte']:g} days, {head} "
+                     f"{_fmt(float(best['value']))} (in sample: see walk-forward for how much of it is luck)")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> Any:
+    """A frame cell as int or float for :func:`_fmt`."""
+    if isinstance(value, bool):
+        return value
+    if hasattr(value, "item"):
+        value = value.item()
+    return value
+
+
+def format_walk_forward(result: WalkForwardResult, config: CallSimulationConfig, source) -> str:
+    """One line per window, then out-of-sample vs the hindsight best vs HODL over the same span."""
+    metric = result.metric
+    head = metric_label(metric)
+    lines = [_range_line(config, source),
+             f"Walk-forward: train {result.train_days} days, test {result.test_days} days, step {result.test_days} "
+             f"days; each window's cell is the best {head} on its training window", "",
+             f"  {'train (UTC)':<23}{'test (UTC)':<23}{'delta':>6}{'DTE (days)':>11}{'in-sample':>12}"
+             f"{'out-of-sample':>15}{'OOS return (%)':>16}{'HODL (%)':>10}{'OOS trades':>11}"]
+    for w in result.windows:
+        span = f"{w.train_start:%Y-%m-%d}..{w.train_end:%Y-%m-%d}"
+        test = f"{w.test_start:%Y-%m-%d}..{w.test_end:%Y-%m-%d}"
+        oos = w.out_of_sample
+        if w.target_delta is None:
+            cell = f"{'-':>6}{'-':>11}{'-':>12}"
+        else:
+            cell = f"{w.target_delta:>6g}{w.target_dte:>11g}{_fmt(w.value):>12}"
+        line = (f"  {span:<23}{test:<23}{cell}{_fmt(oos[metric]):>15}{_fmt(oos['total_return_pct']):>16}"
+                f"{_fmt(oos['hodl_return_pct']):>10}{oos['n_trades']:>11}")
+        lines.append(line + (f"  (no cell: {w.reason}; held the coins)" if w.reason else ""))
+    first, last = result.windows[0].test_start, result.windows[-1].test_end
+    oos = result.oos_metrics
+    cols = [("return (%)", "total_return_pct"), ("excess (pp)", "excess_return_pct"), ("Sharpe", "sharpe"),
+            ("max DD (%)", "max_drawdown_pct"), ("return in coin (%)", "total_return_coin_pct")]
+    if metric not in {k for _, k in cols}:
+        cols.append((head, metric))
+    lines += ["", f"Out-of-sample span {first:%Y-%m-%d} to {last:%Y-%m-%d} UTC, test windows chained:",
+              f"  {'':<44}" + "".join(f"{h:>20}" for h, _ in cols)]
+
+    def row(label: str, m: dict[str, float]) -> str:
+        return f"  {label:<44}" + "".join(f"{_fmt(m[k]):>20}" for _, k in cols)
+
+    lines.append(row("walk-forward, out of sample", oos))
+    fb = result.full_best
+    if fb is not None:
+        cell = f"delta {fb['target_delta']:g}, DTE {fb['target_dte']:g}"
+        lines.append(row(f"hindsight best ({cell})", fb["same_span_metrics"]))
+    hodl = {"total_return_pct": oos["hodl_return_pct"], "excess_return_pct": 0.0, "sharpe": math.nan,
+            "max_drawdown_pct": oos["hodl_max_drawdown_pct"], "total_return_coin_pct": 0.0}
+    lines.append(row("HODL", {**{k: math.nan for _, k in cols}, **hodl}))
+    lines.append("")
+    if fb is None:
+        lines.append(f"Whole range: {metric} is undefined in every cell (no best cell).")
+    else:
+        lines.append(f"Whole range {config.start:%Y-%m-%d} to {config.end:%Y-%m-%d}: the heatmap's best cell "
+                     f"({cell}) has {head} {_fmt(fb['value'])} in hindsight; chosen without hindsight, "
+                     f"out of sample: {_fmt(oos[metric])}. The gap is what the heatmap's best owes to luck.")
+    return "\n".join(lines)
+
+
+def _write_table(frame: pd.DataFrame, target: str) -> None:
+    if target.lower().endswith(".parquet"):
+        frame.to_parquet(target, index=False)
+    else:
+        frame.to_csv(target, index=False)
+
+
+def _run_sweep(args, config: CallSimulationConfig, policy, source) -> int:
+    deltas, dtes = args.grid
+    progress = _progress_printer() if sys.stderr.isatty() else None
+    frame = sweep_delta_dte(source, config, deltas, dtes, metric=args.metric, policy=policy, progress=progress)
+    if args.json:
+        _write_output(args.json, "--json",
+                      lambda: _write_json(sweep_json(frame, config, args.metric, source), args.json))
+    if args.out:
+        _write_output(args.out, "--out", lambda: _write_table(frame, args.out))
+    if args.json != "-":
+        print(format_sweep(frame, config, args.metric, source))
+    return EXIT_OK
+
+
+def _run_walk_forward(args, config: CallSimulationConfig, policy, source) -> int:
+    deltas, dtes = args.grid
+    progress = _progress_printer() if sys.stderr.isatty() else None
+    result = walk_forward(source, config, deltas, dtes, args.train_days, args.test_days, args.metric,
+                          policy=policy, progress=progress)
+    if args.json:
+        _write_output(args.json, "--json",
+                      lambda: _write_json(walk_forward_json(result, config, source), args.json))
+    if args.json != "-":
+        print(format_walk_forward(result, config, source))
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------- running
 
 def _say(line: str) -> None:
@@ -379,7 +658,18 @@ def _prepare(argv: Sequence[str] | None):
     """Everything checked before the run: flags, config, policy, source and its range."""
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-    policy = policy_from_args(args) if args.command == "backtest" else None
+    policy = policy_from_args(args) if args.command in POLICY_COMMANDS else None
+    if args.command in GRID_COMMANDS:
+        args.grid = (grid_from_args(args.deltas, "--deltas", "target_delta", config),
+                     grid_from_args(args.dtes, "--dtes", "target_dte", config))
+        if args.command == "walk-forward":
+            try:
+                walk_forward_windows(config, args.train_days, args.test_days)
+            except ConfigError as exc:
+                raise UsageError(config_message(exc, GRID_FLAGS)) from None
+        if getattr(args, "out", None) and args.out.lower().endswith(".parquet") and not pyarrow_installed():
+            raise UsageError(f"--out: {args.out!r} needs pyarrow, which is not installed; "
+                             "allowed: a .csv file, or install pyarrow (pip install pyarrow)")
     options = source_options(args)
     missing = missing_options(args.source, options)
     if missing:
@@ -396,7 +686,18 @@ def _prepare(argv: Sequence[str] | None):
     return args, config, policy, source
 
 
+def pyarrow_installed() -> bool:
+    """True when pandas can write Parquet (pyarrow importable)."""
+    return importlib.util.find_spec("pyarrow") is not None
+
+
 def _run(args, config: CallSimulationConfig, policy, source) -> int:
+    if args.command == "samples":
+        return samples_cmd.run(args, config, source)
+    if args.command == "sweep":
+        return _run_sweep(args, config, policy, source)
+    if args.command == "walk-forward":
+        return _run_walk_forward(args, config, policy, source)
     simulator = CoveredCallSimulator(source, config)
     if args.command == "what-if":
         size = None if args.size is None else config.initial_spot_position
