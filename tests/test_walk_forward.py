@@ -216,3 +216,22 @@ def test_bad_grid_and_metric_raise_before_anything_runs():
         with pytest.raises(ConfigError) as info:
             walk_forward(DemoMarket(), BASE, deltas, dtes, TRAIN, TEST, metric)
         assert info.value.field == field
+
+
+class CountingDemo(DemoMarket):
+    """The demo market counting the chains it is asked for, by decision time."""
+
+    def __init__(self):
+        super().__init__()
+        self.chains: list[pd.Timestamp] = []
+
+    def list_option_chain(self, underlying, as_of, expiry_range=None):
+        self.chains.append(as_of)
+        return super().list_option_chain(underlying, as_of, expiry_range)
+
+
+def test_the_windows_share_fetched_chains():
+    """Overlapping training windows, the test windows and the whole-range grid ask each chain once."""
+    market = CountingDemo()
+    walk_forward(market, BASE, DELTAS, DTES, TRAIN, TEST)
+    assert len(market.chains) == len(set(market.chains)) > 0
