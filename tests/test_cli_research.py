@@ -308,3 +308,16 @@ def test_windows_that_exactly_fit_run(capsys):
                           "--test-days", "20", "--json", "-"], capsys)
     assert code == 0, err
     assert [w["test_end"] for w in json.loads(out)["windows"]] == ["2024-04-01T00:00:00+00:00"]
+
+
+@pytest.mark.parametrize("command", ["sweep", "walk-forward"])
+def test_progress_goes_to_stderr_on_a_terminal_and_json_stays_clean(command, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    extra = WINDOWS if command == "walk-forward" else []
+    code = main([command, *RANGE, "--deltas", "0.3", "--dtes", "7", *extra, "--json", "-"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    json.loads(captured.out)
+    assert "100%" in captured.err
