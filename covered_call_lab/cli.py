@@ -53,7 +53,7 @@ from sim.cli_args import (
     whole_or_text,
 )
 from sim.data_source import DataSourceError
-from sim.metrics import METRIC_KEYS
+from sim.metrics import METRIC_KEYS, compute_metrics
 from sim.policies import BUILTIN_POLICIES, Policy, load_policy
 from sim.simulator import CoveredCallSimulator, NoCandidateError, PolicyError
 from sim.sweep import WalkForwardResult, best_cell, sweep_delta_dte, walk_forward, walk_forward_windows
@@ -601,9 +601,10 @@ def format_walk_forward(result: WalkForwardResult, config: CallSimulationConfig,
     if fb is not None:
         cell = f"delta {fb['target_delta']:g}, DTE {fb['target_dte']:g}"
         lines.append(row(f"hindsight best ({cell})", fb["same_span_metrics"]))
-    hodl = {"total_return_pct": oos["hodl_return_pct"], "excess_return_pct": 0.0, "sharpe": math.nan,
-            "max_drawdown_pct": oos["hodl_max_drawdown_pct"], "total_return_coin_pct": 0.0}
-    lines.append(row("HODL", {**{k: math.nan for _, k in cols}, **hodl}))
+    curve = result.oos_equity_curve
+    hodl = compute_metrics(curve.assign(equity_usd=curve["hodl_usd"], equity_coin=curve["hodl_coin"]), [],
+                           config.risk_free_rate)          # HODL measured like the strategy, on the same span
+    lines.append(row("HODL", hodl))
     lines.append("")
     if fb is None:
         lines.append(f"Whole range: {metric} is undefined in every cell (no best cell).")

@@ -235,3 +235,9 @@ def test_the_windows_share_fetched_chains():
     market = CountingDemo()
     walk_forward(market, BASE, DELTAS, DTES, TRAIN, TEST)
     assert len(market.chains) == len(set(market.chains)) > 0
+
+
+def test_progress_rises_to_one():
+    seen: list[float] = []
+    walk_forward(DemoMarket(), BASE, [0.3], [7], TRAIN, TEST, progress=lambda f, msg: seen.append(f))
+    assert seen == sorted(seen) and seen[-1] == 1.0 and 0 < seen[0] < 1
