@@ -142,7 +142,7 @@ def write_samples(folder: Path, config: CallSimulationConfig, source, show_progr
     already = prepare_folder(folder, config, source)
     bar = tqdm(total=1.0, unit="", file=sys.stderr, disable=not (sys.stderr.isatty() if show_progress is None
                                                                  else show_progress),
-               bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}", desc="samples")
+               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}", desc="samples")
 
     def progress(fraction: float, message: str) -> None:
         bar.update(fraction - bar.n)

@@ -147,12 +147,21 @@ class _Sampler:
             self.daily_iv[t.value] = iv
         return iv
 
+    def _spot_history(self, first: pd.Timestamp, last: pd.Timestamp) -> pd.DataFrame:
+        """Spot bars from 30 days before ``first`` to ``last``; from ``first`` when the source refuses
+        the earlier start (a chain-file source whose data starts later: those features are NaN)."""
+        cfg, source = self.config, self.source
+        try:
+            return source.get_spot_ohlc(cfg.underlying, _history_start(source, first, max(features.WINDOWS_DAYS)),
+                                        last, cfg.timeframe)
+        except ValueError:
+            return source.get_spot_ohlc(cfg.underlying, first, last, cfg.timeframe)
+
     def frame(self, times: pd.DatetimeIndex, tick: Callable[[pd.Timestamp, int], None]) -> pd.DataFrame:
         """The rows of decision instants ``times`` (one month's); ``tick(t, rows)`` after each."""
         cfg, source = self.config, self.source
         first, last = times[0], times[-1]
-        ohlc = source.get_spot_ohlc(cfg.underlying, _history_start(source, first, max(features.WINDOWS_DAYS)),
-                                    last, cfg.timeframe)
+        ohlc = self._spot_history(first, last)
         grid_ns, spot = features.spot_grid(ohlc, cfg.bar)
         floor = _history_start(source, first, features.RANK_DAYS)
         for d in features.daily_instants(first, last):

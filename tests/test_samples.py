@@ -310,3 +310,32 @@ def test_out_must_be_a_folder_path(tmp_path):
         _args(afile)
     with pytest.raises(UsageError, match=r"^--out: .* folder that does not exist"):
         _args(tmp_path / "missing" / "x.parquet")
+
+
+@dataclasses.dataclass
+class StartsLate:
+    """DemoMarket whose spot refuses a start before ``first`` (as the chain-file source does)."""
+
+    inner: DemoMarket
+    first: pd.Timestamp
+    label: str = "late demo (SYNTHETIC)"
+    synthetic: bool = True
+
+    def get_spot_ohlc(self, underlying, start, end, timeframe):
+        if start < self.first:
+            raise ValueError(f"spot starts at {self.first}, after the requested start {start}")
+        return self.inner.get_spot_ohlc(underlying, start, end, timeframe)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_source_without_the_history_gives_nan_history_features_not_an_error():
+    cfg = CallSimulationConfig(underlying="BTC", start="2024-03-01", end="2024-03-03", timeframe="4h",
+                               decision_interval_bars=6)
+    late = samples.what_if_samples(StartsLate(DEMO, cfg.start), cfg)
+    full = samples.what_if_samples(DEMO, cfg)
+    assert len(late) == len(full) > 0
+    assert late["feature_log_return_30d"].isna().all() and late["feature_realized_vol_30d"].isna().all()
+    pd.testing.assert_frame_equal(late.filter(like="outcome_"), full.filter(like="outcome_"))
+    pd.testing.assert_frame_equal(late.filter(like="feature_iv"), full.filter(like="feature_iv"))
