@@ -1,0 +1,201 @@
+"""The panel simulator (sim.simulator) against the frozen pre-panel simulator (tests.legacy_simulator):
+on many short configs every trade field agrees to 1e-12 relative (exactly for strings, times and
+flags), as do the paths, the no-trades, the equity curve and the metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_cache.demo import DemoMarket
+from sim.policies import never_sell, select_in_band, target_delta_policy
+from sim.simulator import CoveredCallSimulator, NoCandidateError
+from sim.types import TRADE_COLUMNS, CallSimulationConfig
+from tests import legacy_simulator
+from tests.fakes import FakeMarket, Quote, utc
+
+DEMO = DemoMarket()
+REL = 1e-12
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            return a is b
+        if math.isnan(a) and math.isnan(b):
+            return True
+        return math.isclose(a, b, rel_tol=REL, abs_tol=1e-13)
+    return a == b and type(a) is type(b) or (a == b and not isinstance(a, str | pd.Timestamp))
+
+
+def assert_same_trade(got, want) -> None:
+    for name in TRADE_COLUMNS:
+        a, b = getattr(got, name), getattr(want, name)
+        assert _close(a, b), f"{got.instrument_name} {name}: {a!r} != {b!r}"
+    pd.testing.assert_frame_equal(got.path, want.path, rtol=REL, atol=1e-12, check_exact=False)
+
+
+def assert_same_result(got, want) -> None:
+    assert len(got.trades) == len(want.trades)
+    for a, b in zip(got.trades, want.trades, strict=True):
+        assert_same_trade(a, b)
+    assert [(n.time, n.reason) for n in got.no_trades] == [(n.time, n.reason) for n in want.no_trades]
+    assert [n.nearest for n in got.no_trades] == [n.nearest for n in want.no_trades]
+    pd.testing.assert_frame_equal(got.equity_curve, want.equity_curve, rtol=REL, atol=1e-9, check_exact=False)
+    pd.testing.assert_frame_equal(got.equity_vs_hodl, want.equity_vs_hodl, rtol=REL, atol=1e-9, check_exact=False)
+    assert got.metrics.keys() == want.metrics.keys()
+    for k in got.metrics:
+        assert _close(float(got.metrics[k]), float(want.metrics[k])), k
+    assert got.source_label == want.source_label
+
+
+def _both(source, cfg, policy=target_delta_policy):
+    new = CoveredCallSimulator(source, cfg).simulate_policy(policy)
+    old = legacy_simulator.CoveredCallSimulator(source, cfg).simulate_policy(policy)
+    return new, old
+
+
+DEMO_CONFIGS = [
+    dict(underlying="BTC", start="2024-01-01", end="2024-02-15", timeframe="1h", decision_interval_bars=4),
+    dict(underlying="BTC", start="2022-06-01", end="2022-07-01", timeframe="1h", decision_interval_bars=1,
+         target_dte=1, dte_tolerance=0.5, target_delta=0.3),
+    dict(underlying="ETH", start="2021-05-01", end="2021-06-15", timeframe="4h", decision_interval_bars=3,
+         target_dte=3, dte_tolerance=1, target_delta=0.3, fill_model="mid"),
+    dict(underlying="ETH", start="2020-03-01", end="2020-05-01", timeframe="1d", decision_interval_bars=1,
+         target_dte=30, dte_tolerance=10, target_delta=0.2, fill_model="fraction", fill_fraction=0.25),
+    dict(underlying="SOL", start="2023-06-01", end="2023-07-15", timeframe="1h", decision_interval_bars=6,
+         target_dte=14, dte_tolerance=4, target_delta=0.15, delta_tolerance=0.1),
+    dict(underlying="XRP", start="2025-02-01", end="2025-03-01", timeframe="4h", decision_interval_bars=2,
+         target_dte=7, dte_tolerance=0, target_delta=0.25, delta_tolerance=0.1, fill_model="mid"),
+    dict(underlying="SOL", start="2024-09-01", end="2024-09-20", timeframe="15m", decision_interval_bars=48,
+         target_dte=2, dte_tolerance=1, initial_spot_position=37.5, fill_model="fraction", fill_fraction=0.75),
+    dict(underlying="BTC", start="2023-03-01", end="2023-04-01", timeframe="1h", decision_interval_bars=24,
+         hold_to_expiry=False, target_dte=10, dte_tolerance=3),
+    dict(underlying="ETH", start="2024-05-01", end="2024-05-20", timeframe="1h", decision_interval_bars=12,
+         hold_to_expiry=False, target_dte=3, dte_tolerance=2, fill_model="mid", initial_spot_position=2.37),
+    dict(underlying="XRP", start="2022-01-01", end="2022-02-01", timeframe="1h", decision_interval_bars=7,
+         hold_to_expiry=False, target_dte=5, dte_tolerance=2.5, target_delta=0.4),
+    dict(underlying="BTC", start="2030-12-10", end="2030-12-31", timeframe="1h", decision_interval_bars=8,
+         target_dte=7, dte_tolerance=2),                                  # past the demo's data
+    dict(underlying="SOL", start="2030-12-01", end="2030-12-31T20:00Z", timeframe="4h", decision_interval_bars=1,
+         target_dte=20, dte_tolerance=15, target_delta=0.1),              # calls that cannot settle
+    dict(underlying="BTC", start="2019-02-01", end="2019-03-01", timeframe="1d", decision_interval_bars=2,
+         target_dte=3.7, dte_tolerance=0.3, target_delta=0.45, delta_tolerance=0.0),  # mostly no trades
+    dict(underlying="DOGE", start="2021-01-10T05:17Z", end="2021-02-01", timeframe="1h", decision_interval_bars=5,
+         target_dte=6.5, dte_tolerance=1.25, target_delta=0.35, delta_tolerance=0.02),
+    dict(underlying="ETH", start="2026-07-01", end="2026-07-10", timeframe="15m", decision_interval_bars=3,
+         target_dte=1, dte_tolerance=0.25, hold_to_expiry=False),
+    dict(underlying="BTC", start="2025-10-01", end="2025-11-01", timeframe="4h", decision_interval_bars=1,
+         target_dte=21, dte_tolerance=7, target_delta=0.1, delta_tolerance=0.05, fee_rate=0.0005,
+         delivery_fee_rate=0.0002, fee_cap_fraction=0.2, initial_spot_position=3.05),
+]
+
+
+@pytest.mark.parametrize("kw", DEMO_CONFIGS, ids=[f"demo{i}-{k['underlying']}-{k['timeframe']}"
+                                                   for i, k in enumerate(DEMO_CONFIGS)])
+def test_policy_run_equals_legacy_on_the_demo(kw):
+    new, old = _both(DEMO, CallSimulationConfig(**kw))
+    assert_same_result(new, old)
+
+
+def lenient_policy(state, candidates):
+    """A Python policy other than the built-in one: the highest-strike candidate with delta >= 0.1."""
+    ok = [c for c in candidates if c.delta >= 0.1]
+    return max(ok, key=lambda c: c.strike) if ok else None
+
+
+@pytest.mark.parametrize("policy", [never_sell, lenient_policy])
+def test_other_policies_equal_legacy(policy):
+    cfg = CallSimulationConfig(underlying="ETH", start="2024-02-01", end="2024-03-01", decision_interval_bars=6)
+    new, old = _both(DEMO, cfg, policy)
+    assert_same_result(new, old)
+
+
+@pytest.mark.parametrize("t", ["2024-03-01T08:00Z", "2022-11-09T13:00Z", "2030-12-28T00:00Z", "2019-01-01T00:00Z"])
+@pytest.mark.parametrize("underlying", ["BTC", "SOL"])
+def test_single_call_equals_legacy(t, underlying):
+    cfg = CallSimulationConfig(underlying=underlying, start="2019-01-01", end="2019-02-01", target_dte=5)
+    try:
+        want = legacy_simulator.CoveredCallSimulator(DEMO, cfg).simulate_single_call(t, 1.5)
+    except legacy_simulator.NoCandidateError as exc:
+        with pytest.raises(NoCandidateError) as got:
+            CoveredCallSimulator(DEMO, cfg).simulate_single_call(t, 1.5)
+        assert str(got.value) == str(exc) and got.value.nearest == exc.nearest
+        return
+    assert_same_trade(CoveredCallSimulator(DEMO, cfg).simulate_single_call(t, 1.5), want)
+
+
+# ------------------------------------------------------------------ hand-set markets
+
+OPEN = utc("2024-01-05 08:00")      # a Friday
+WEEKLY = utc("2024-01-12 08:00")
+DAILY = utc("2024-01-11 08:00")
+
+
+def _fake(settlement="inverse", underlying="BTC", **kw) -> FakeMarket:
+    scale = 1.0 if settlement == "inverse" else 60_000.0 / 150.0
+    k = (lambda x: x) if settlement == "inverse" else (lambda x: x / scale)
+    quotes = [
+        Quote(strike=k(70_000.0), expiry=WEEKLY, bid=0.0010, ask=0.0012, mark=0.0011, delta=0.25),
+        Quote(strike=k(72_000.0), expiry=WEEKLY, bid=0.0008, ask=None, mark=0.0009, delta=0.21),
+        Quote(strike=k(68_000.0), expiry=DAILY, bid=None, ask=0.0015, mark=0.0014, delta=0.27),
+        Quote(strike=k(75_000.0), expiry=WEEKLY + pd.Timedelta(days=7), bid=0.0011, ask=0.0013, mark=0.0012,
+              delta=0.24),
+        Quote(strike=k(66_000.0), expiry=OPEN + pd.Timedelta(days=6), bid=0.002, ask=0.0021, mark=0.00205,
+              delta=0.3),
+    ]
+    if settlement == "linear":
+        quotes = [Quote(q.strike, q.expiry, None if q.bid is None else q.bid * 150, None if q.ask is None
+                        else q.ask * 150, q.mark * 150, q.delta) for q in quotes]
+    spot = [(OPEN, 60_000.0 / (1 if settlement == "inverse" else scale)),
+            (WEEKLY + pd.Timedelta(days=10), 71_000.0 / (1 if settlement == "inverse" else scale))]
+    return FakeMarket(underlying=underlying, settlement=settlement, spot_points=spot, quotes=quotes, **kw)
+
+
+FAKE_CASES = {
+    "inverse-band-edges": (dict(), dict(target_dte=7, dte_tolerance=1)),
+    "inverse-zero-tolerance": (dict(), dict(target_dte=7, dte_tolerance=0)),
+    "inverse-wide": (dict(), dict(target_dte=10, dte_tolerance=5, delta_tolerance=0.1, decision_interval_bars=5,
+                                  end=OPEN + pd.Timedelta(days=12))),
+    "linear": (dict(settlement="linear", underlying="SOL"), dict(underlying="SOL", target_dte=7, dte_tolerance=1,
+                                                                 initial_spot_position=25.0)),
+    "linear-index-offset-roll": (dict(settlement="linear", underlying="SOL", index_offset=0.5),
+                                 dict(underlying="SOL", hold_to_expiry=False, decision_interval_bars=12,
+                                      end=OPEN + pd.Timedelta(days=3), dte_tolerance=2)),
+    "inverse-roll": (dict(index_offset=300.0), dict(hold_to_expiry=False, decision_interval_bars=7,
+                                                    end=OPEN + pd.Timedelta(days=2), fill_model="mid")),
+    "data-ends-before-expiry": (dict(data_end=utc("2024-01-10 21:00")), dict(end=OPEN + pd.Timedelta(days=2))),
+    "decisions-after-data": (dict(data_end=OPEN + pd.Timedelta(hours=10)),
+                             dict(target_dte=0.4 + 6, dte_tolerance=0.5, end=OPEN + pd.Timedelta(hours=20))),
+    "estimates": (dict(estimates={WEEKLY: "estimated: spot at 08:00 UTC"}), dict()),
+    "settle-given": (dict(settlement_prices={WEEKLY: 77_000.0, DAILY: 59_000.0}),
+                     dict(target_dte=6, dte_tolerance=1.5, delta_tolerance=0.1, end=OPEN + pd.Timedelta(days=9))),
+    "off-grid-start": (dict(), dict(start=OPEN + pd.Timedelta(minutes=17), end=OPEN + pd.Timedelta(hours=3))),
+}
+
+
+@pytest.mark.parametrize("name", list(FAKE_CASES))
+def test_policy_run_equals_legacy_on_hand_set_markets(name):
+    market_kw, cfg_kw = FAKE_CASES[name]
+    base = dict(underlying="BTC", start=OPEN, end=OPEN + pd.Timedelta(hours=1), timeframe="1h",
+                decision_interval_bars=1, target_dte=7, dte_tolerance=1, target_delta=0.25, delta_tolerance=0.05)
+    base.update(cfg_kw)
+    cfg = CallSimulationConfig(**base)
+    new = CoveredCallSimulator(_fake(**market_kw), cfg).simulate_policy()
+    old = legacy_simulator.CoveredCallSimulator(_fake(**market_kw), cfg).simulate_policy()
+    assert_same_result(new, old)
+
+
+def test_the_array_selection_is_select_in_band_on_the_demo():
+    """At many instants, the call the panel's built-in rule sells is select_in_band's."""
+    cfg = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-01-08", decision_interval_bars=3,
+                               target_dte=5, dte_tolerance=3, delta_tolerance=0.08)
+    sim = CoveredCallSimulator(DEMO, cfg)
+    for t in pd.date_range(cfg.start, cfg.end, freq="9h"):
+        want = select_in_band(sim._candidates(t), cfg.target_dte, cfg.dte_tolerance, cfg.target_delta,
+                              cfg.delta_tolerance)
+        assert sim._find_candidate_call(t) == want
+    assert np.isfinite(sim.simulate_policy().metrics["total_return_pct"])
