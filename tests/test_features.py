@@ -135,3 +135,47 @@ def test_sample_features_on_a_fake_market_by_hand():
     assert row["feature_premium_coin"] == 0.010 and row["feature_premium_usd"] == pytest.approx(0.010 * s)
     assert row["feature_premium_yield_ann_pct"] == pytest.approx(100 * 0.010 * 365 / (7 + 8 / 24))
     assert row["feature_spread_pct"] == pytest.approx(100 * 0.002 / 0.011)
+
+
+class DailyIVMarket:
+    """Flat spot 100 USD (SOL, linear); at any instant one listed call, strike 100, expiring 7 days after
+    that day's 08:00, whose IV is 0.4 on even days since the epoch and 0.6 on odd ones."""
+
+    label = "daily-iv fake (TEST)"
+    synthetic = True
+
+    @staticmethod
+    def iv_on(t: pd.Timestamp) -> float:
+        return 0.4 if (t.value // DAY) % 2 == 0 else 0.6
+
+    def get_spot_ohlc(self, underlying, start, end, timeframe):
+        idx = pd.date_range(start.floor("1h"), end, freq=timeframe, inclusive="left", tz="UTC")
+        return pd.DataFrame({"open": 100.0, "high": 100.0, "low": 100.0, "close": 100.0, "volume": 0.0}, index=idx)
+
+    def list_option_chain(self, underlying, as_of, expiry_range=None):
+        expiry = as_of.floor("1D") + pd.Timedelta(days=7, hours=8)
+        if expiry_range is not None and not expiry_range[0] <= expiry <= expiry_range[1]:
+            return []
+        return [OptionSnapshot(f"SOL_USDC-{expiry:%d%b%y}-100-C", "SOL", 100.0, expiry, "call", as_of, 1.0, 1.2, 1.1,
+                               self.iv_on(as_of), 0.25, 100.0, 100.0, "linear")]
+
+    def get_option_ohlc(self, name, start, end, timeframe):
+        idx = pd.date_range(start.floor("1h"), end, freq=timeframe, inclusive="left", tz="UTC")
+        return pd.DataFrame({"open": 1.1, "high": 1.1, "low": 1.1, "close": 1.1, "volume": 0.0}, index=idx)
+
+    def get_settlement_price(self, underlying, expiry):
+        return 100.0
+
+
+def test_atm_iv_rank_on_a_market_with_a_known_daily_iv():
+    market = DailyIVMarket()
+    even = utc("2024-04-03 12:00")
+    assert market.iv_on(even) == 0.4
+    cfg = CallSimulationConfig(underlying="SOL", start=even, end=even + pd.Timedelta(days=1), timeframe="4h",
+                               decision_interval_bars=6)
+    frame = samples.what_if_samples(market, cfg)
+    assert list(frame["decision_time"]) == [even, even + pd.Timedelta(days=1)]
+    # Midnights in (t - 90 days, t]: 90 days, 45 even (0.4) and 45 odd (0.6).
+    assert list(frame["feature_atm_iv"]) == [0.4, 0.6]
+    assert list(frame["feature_atm_iv_rank_90d_pct"]) == [50.0, 100.0]
+    assert (frame["feature_realized_vol_30d"] == 0).all() and (frame["feature_log_return_7d"] == 0).all()

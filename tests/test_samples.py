@@ -59,10 +59,8 @@ def test_outcomes_equal_simulate_call_per_row(run):
         assert row.size_coin == trade.size == cfg.call_size
         for col, field in samples.OUTCOME_FIELDS.items():
             want = getattr(trade, field)
-            if col == "outcome_settlement_estimated":
-                assert getattr(row, col) is (want is not None) or getattr(row, col) == bool(want)
-            elif col == "outcome_assigned":
-                assert bool(getattr(row, col)) == want
+            if col in ("outcome_settlement_estimated", "outcome_assigned"):
+                assert bool(getattr(row, col)) == bool(want), col
             else:
                 assert getattr(row, col) == pytest.approx(want, rel=1e-12, abs=1e-12), col
         # The premium feature is the simulator's fill, per coin covered.
@@ -339,3 +337,16 @@ def test_a_source_without_the_history_gives_nan_history_features_not_an_error():
     assert late["feature_log_return_30d"].isna().all() and late["feature_realized_vol_30d"].isna().all()
     pd.testing.assert_frame_equal(late.filter(like="outcome_"), full.filter(like="outcome_"))
     pd.testing.assert_frame_equal(late.filter(like="feature_iv"), full.filter(like="feature_iv"))
+
+
+def test_a_month_without_rows_is_an_empty_part_with_the_schema(tmp_path):
+    # A 1-day band exactly one day ahead never holds an 08:00 expiry for a 00:00 decision.
+    cfg = CallSimulationConfig(underlying="BTC", start="2024-01-30", end="2024-02-02", timeframe="1d",
+                               decision_interval_bars=1, target_dte=1, dte_tolerance=0)
+    out = tmp_path / "s.parquet"
+    summary = samples_cmd.write_samples(out, cfg, DEMO, show_progress=False)
+    assert (summary["rows"], summary["months"]) == (0, 2)
+    assert sorted(p.name for p in out.glob("part-*")) == ["part-2024-01.parquet", "part-2024-02.parquet"]
+    frame = pd.read_parquet(out)
+    assert len(frame) == 0 and list(frame.columns) == list(samples.COLUMNS)
+    assert samples_cmd.write_samples(out, cfg, DEMO, show_progress=False)["months_already"] == 2
