@@ -31,8 +31,8 @@ feature_log_return_30d             fraction    ln(S(t) / S(t - 30 days))
 feature_realized_vol_1d            fraction    annualized realized vol of the bar log returns over 1 day
 feature_realized_vol_7d            fraction    the same over 7 days: sqrt(mean(r^2) * bars per 365 days)
 feature_realized_vol_30d           fraction    the same over 30 days
-feature_atm_iv                     fraction    ATM implied vol at the expiry nearest the target DTE
-feature_atm_iv_rank_90d_pct        %           share of the past 90 days' daily ATM IV at or below today's
+feature_atm_iv                     fraction    IV at the forward, expiry nearest the target DTE (DTE/2 to 2 DTE)
+feature_atm_iv_rank_90d_pct        %           share of the past 90 days' 00:00 ATM IV at or below now; >= 60 days
 feature_dte_days                   days        days to expiry
 feature_delta                      1           Black delta N(d1)
 feature_iv                         fraction    the call's implied vol
