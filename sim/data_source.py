@@ -26,6 +26,10 @@ Conventions for every implementation:
   the chains at many instants at once as a **chain table** (schema below). :func:`chain_table`
   asks any source, with a default built on ``list_option_chain``, so a source without it (a
   user's own) keeps working.
+- Optional bulk method ``get_option_marks(instrument_name, start, end, timeframe) -> (close_ns,
+  closes)``: the ``close`` column of ``get_option_ohlc`` for the same arguments as a float array
+  (settlement unit per coin) and the instants each close is the price at (bar start + bar length,
+  int64 ns), element for element; the simulator's panel falls back to ``get_option_ohlc``.
 
 Chain table: a ``dict`` of equal-length 1-d numpy arrays, one row per listed option, rows
 grouped by decision in the order of ``as_of_ns`` and, inside a decision, in the order

@@ -17,8 +17,12 @@ every ``decision_interval_bars`` instants from ``start`` up to ``end``. A call i
 after expiry. A call still open at ``end`` is carried to expiry, so every reported trade is
 complete and the equity curve runs to the last settlement.
 
-Only a few small loops remain: one iteration per decision at which the policy is asked (about one
-per trade), each vectorized over the bars of its trade.
+Market data comes through a :class:`~sim.panel.MarketPanel` (spot on the bar grid, each decision's
+chain as a columnar table, option closes and settlements memoized). One loop remains: one iteration
+per decision at which the policy is asked (about one per trade), each leg's accounting on array
+slices of its bars. The built-in rule (:func:`~sim.policies.target_delta_policy`) selects on the
+chain's columns; any other policy gets the :class:`OptionSnapshot` candidates of the decision at
+hand. A trade's ``path`` frame is built when it is first read.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ import numpy as np
 import pandas as pd
 
 from sim import schedule
-from sim.data_source import DataSourceError, MarketDataSource, settlement_estimate
+from sim.data_source import MarketDataSource, snapshot
 from sim.fees import call_payoff_per_coin, delivery_fee_per_coin, trade_fee_per_coin
 from sim.instruments import expiry_kind
 from sim.metrics import compute_metrics, max_drawdown_pct
+from sim.panel import CannotSettle, MarketPanel, build_panel, load_spot
 from sim.policies import Policy, select_in_band, target_delta_policy
 from sim.types import (
     CallSimulationConfig,
@@ -58,8 +63,7 @@ class PolicyError(RuntimeError):
     the policy and the decision time."""
 
 
-class _CannotSettle(LookupError):
-    """The data cannot settle a call (it ends before the expiry, or has no settlement price)."""
+_CannotSettle = CannotSettle
 
 
 class NoCandidateError(LookupError):
@@ -69,26 +73,6 @@ class NoCandidateError(LookupError):
         super().__init__(message)
         self.time = time
         self.nearest = nearest
-
-
-@dataclass
-class _Market:
-    """Spot at bar instants: ``times`` (UTC DatetimeIndex) and ``spot`` (USD), aligned; ``ns`` the
-    instants as int64 nanoseconds (numpy searches on it are ~20x cheaper than on the index)."""
-
-    times: pd.DatetimeIndex
-    spot: np.ndarray
-    ns: np.ndarray = None
-
-    def __post_init__(self) -> None:
-        self.ns = _ns(self.times)
-
-    def index_at_or_after(self, t: pd.Timestamp) -> int:
-        return int(np.searchsorted(self.ns, t.value, side="left"))
-
-    @property
-    def last(self) -> pd.Timestamp:
-        return self.times[-1]
 
 
 @dataclass
@@ -103,6 +87,41 @@ class _Leg:
     close_flow: float             # settlement unit, total: payoff or buy-back plus fee (>= 0)
 
 
+def candidate_rows(table, lo_ns: int, hi_ns: int) -> np.ndarray:
+    """Rows of a chain table a policy may choose from: calls with a bid > 0 expiring in
+    ``[lo_ns, hi_ns]`` (the DTE band), in the chain's order (int64 row indices)."""
+    e = table["expiry_ns"]
+    mask = (table["option_type"] == "call") & (table["bid"] > 0) & (e >= lo_ns) & (e <= hi_ns)
+    return np.flatnonzero(mask)
+
+
+def select_row(table, rows: np.ndarray, t_ns: int, cfg: CallSimulationConfig) -> int | None:
+    """:func:`~sim.policies.select_in_band` on the columns: among ``rows`` (already in the DTE
+    band at ``t_ns``), the call with delta within tolerance nearest the target; ties to the DTE
+    nearest the target, then the higher strike, then the first listed. None when none is in band."""
+    if len(rows) == 0:
+        return None
+    delta = table["delta"][rows]
+    d_delta = np.abs(delta - cfg.target_delta)
+    inside = np.flatnonzero(d_delta <= cfg.delta_tolerance + 1e-12)
+    if len(inside) == 0:
+        return None
+    r = rows[inside]
+    d_dte = np.abs((table["expiry_ns"][r] - t_ns) / 86_400e9 - cfg.target_dte)
+    order = np.lexsort((np.arange(len(r)), -table["strike"][r], d_dte, d_delta[inside]))
+    return int(r[order[0]])
+
+
+def nearest_rows(table, rows: np.ndarray, t_ns: int, cfg: CallSimulationConfig, k: int = 3) -> list[int]:
+    """The ``k`` rows closest to the bands, scaled by the tolerances (as ``_nearest``), nearest first."""
+    if len(rows) == 0:
+        return []
+    dte = (table["expiry_ns"][rows] - t_ns) / 86_400e9
+    distance = (np.abs(dte - cfg.target_dte) / max(cfg.dte_tolerance, 1.0)
+                + np.abs(table["delta"][rows] - cfg.target_delta) / max(cfg.delta_tolerance, 0.01))
+    return rows[np.argsort(distance, kind="stable")[:k]].tolist()
+
+
 class CoveredCallSimulator:
     """Simulate covered calls on a :class:`~sim.data_source.MarketDataSource`.
 
@@ -113,28 +132,29 @@ class CoveredCallSimulator:
     (4, 1.0)
     """
 
-    def __init__(self, data_source: MarketDataSource, config: CallSimulationConfig):
+    def __init__(self, data_source: MarketDataSource, config: CallSimulationConfig, *,
+                 panel: MarketPanel | None = None):
+        """``panel`` (optional): a :class:`~sim.panel.MarketPanel` of ``data_source`` built for this
+        config's underlying, timeframe and schedule (its bands holding this config's), shared
+        between runs; by default the simulator builds its own on first use."""
         self.source = data_source
         self.config = config
-        self._market: _Market | None = None
+        self._panel = panel
 
     # ------------------------------------------------------------------ grid and state
 
-    def _load_market(self, start: pd.Timestamp, end: pd.Timestamp) -> _Market:
-        """Spot at bar instants from ``start`` to ``end`` or the end of the source's data."""
+    def _load_market(self, start: pd.Timestamp, end: pd.Timestamp) -> MarketPanel:
+        """Spot at bar instants from ``start`` to ``end`` or the end of the source's data (no decisions)."""
         cfg = self.config
-        ohlc = self.source.get_spot_ohlc(cfg.underlying, start, end, cfg.timeframe)
-        if ohlc.empty:
-            raise ValueError(f"no spot data for {cfg.underlying} between {start:%Y-%m-%d %H:%M} and "
-                             f"{end:%Y-%m-%d %H:%M} UTC")
-        times = ohlc.index.append(pd.DatetimeIndex([ohlc.index[-1] + cfg.bar]))
-        spot = np.concatenate([[float(ohlc["open"].iloc[0])], ohlc["close"].to_numpy(dtype=float)])
-        return _Market(times=times, spot=spot)
+        ns, spot = load_spot(self.source, cfg.underlying, start, end, cfg.timeframe, cfg.bar)
+        none = np.empty(0, dtype=np.int64)
+        return MarketPanel(source=self.source, underlying=cfg.underlying, timeframe=cfg.timeframe,
+                           bar_ns=cfg.bar.value, ns=ns, spot=spot, decision_ns=none, lo_ns=none, hi_ns=none)
 
-    def _market_for_policy(self) -> _Market:
-        if self._market is None:
-            self._market = self._load_market(self.config.start, schedule.horizon(self.config))
-        return self._market
+    def _market_for_policy(self) -> MarketPanel:
+        if self._panel is None:
+            self._panel = build_panel(self.source, self.config)
+        return self._panel
 
     def _generate_decision_times(self) -> pd.DatetimeIndex:
         """Decision instants (see :func:`sim.schedule.decision_times`)."""
@@ -172,11 +192,15 @@ class CoveredCallSimulator:
 
         return tuple(sorted(calls, key=distance)[:k])
 
-    def _no_candidate_reason(self, candidates: list[OptionSnapshot]) -> str:
+    def _band_text(self) -> str:
         cfg = self.config
-        band = (f"DTE {max(cfg.target_dte - cfg.dte_tolerance, 0):g}-{cfg.target_dte + cfg.dte_tolerance:g} days, "
+        return (f"DTE {max(cfg.target_dte - cfg.dte_tolerance, 0):g}-{cfg.target_dte + cfg.dte_tolerance:g} days, "
                 f"delta {max(cfg.target_delta - cfg.delta_tolerance, 0):.3g}-"
                 f"{min(cfg.target_delta + cfg.delta_tolerance, 1):.3g}")
+
+    def _no_candidate_reason(self, candidates: list[OptionSnapshot]) -> str:
+        cfg = self.config
+        band = self._band_text()
         if not candidates:
             return f"no listed call with a bid in the DTE band ({band})"
         if select_in_band(candidates, cfg.target_dte, cfg.dte_tolerance, cfg.target_delta,
@@ -206,24 +230,7 @@ class CoveredCallSimulator:
         mid = o.mid
         return mid + self.config.half_spread_given_up * (o.ask - mid)
 
-    def _marks(self, name: str, t_open: pd.Timestamp, t_close: pd.Timestamp, times_ns: np.ndarray,
-               open_mark: float) -> np.ndarray:
-        """The option's mark (settlement unit per coin) at instants ``times_ns`` (int64 ns), strictly
-        between open and close.
-
-        Each instant takes the close of the latest option bar ending at or before it (a gap in a
-        real source's bars carries the last mark forward; before the first bar, the mark at sale).
-        """
-        cfg = self.config
-        if len(times_ns) == 0:
-            return np.empty(0)
-        ohlc = self.source.get_option_ohlc(name, t_open, t_close, cfg.timeframe)
-        closes = ohlc["close"].to_numpy(dtype=float)
-        close_ns = _ns(ohlc.index) + cfg.bar.value
-        pos = np.searchsorted(close_ns, times_ns, side="right") - 1
-        return np.where(pos >= 0, closes[np.maximum(pos, 0)] if len(closes) else open_mark, open_mark)
-
-    def _leg(self, option: OptionSnapshot, size: float, market: _Market, buyback_at: pd.Timestamp | None,
+    def _leg(self, option: OptionSnapshot, size: float, market: MarketPanel, buyback_at: pd.Timestamp | None,
              note: str = "") -> _Leg:
         """Sell ``option`` on ``size`` coins at its ``as_of``; close at expiry or buy back at ``buyback_at``."""
         cfg = self.config
@@ -238,17 +245,17 @@ class CoveredCallSimulator:
         expired = buyback_at is None or buyback_at >= option.expiry
         t_close = option.expiry if expired else buyback_at
         j_close = market.index_at_or_after(t_close)
-        if j_close >= len(market.times):
+        if j_close >= len(market.ns):
             raise _CannotSettle(f"{option.instrument_name} closes at {t_close:%Y-%m-%d %H:%M} UTC, after the "
                                 f"market data ends ({market.last:%Y-%m-%d %H:%M} UTC)")
         between = market.ns[j_open + 1:j_close]
-        marks = self._marks(option.instrument_name, t_open, t_close, between, option.mark_price)
+        marks = market.marks(option.instrument_name, t_open, t_close, between, option.mark_price)
         mark_path = np.concatenate([[option.mark_price], marks])
         spot_path = market.spot[j_open:j_open + len(mark_path)]
 
         estimate = None
         if expired:
-            s_close, estimate = self._settlement(option)
+            s_close, estimate = market.settlement(option.instrument_name, option.expiry)
             close_price = call_payoff_per_coin(s_close, option.strike, cfg.settlement)
             fee_close = delivery_fee_per_coin(close_price, s_close, cfg.delivery_fee_rate, cfg.fee_cap_fraction,
                                               cfg.settlement, expiry_kind(option.expiry) == "daily")
@@ -257,7 +264,7 @@ class CoveredCallSimulator:
             quote = self._quote(option.instrument_name, option.expiry, t_close)
             s_close = float(market.spot[j_close]) if quote is None else float(quote.index_price)
             close_price = self._buy_price(quote) if quote is not None else float(
-                self._marks(option.instrument_name, t_open, t_close + cfg.bar,
+                market.marks(option.instrument_name, t_open, t_close + cfg.bar,
                             np.array([t_close.value]), option.mark_price)[0])
             fee_close = trade_fee_per_coin(close_price, s_close, cfg.fee_rate, cfg.fee_cap_fraction,
                                            cfg.settlement)
@@ -278,18 +285,21 @@ class CoveredCallSimulator:
         n_path = len(mark_path)
         path_ns = np.append(market.ns[j_open:j_open + n_path], t_close.value)
         covered_path = np.append(covered, covered_close)
-        hodl_path = np.append(size * spot_path, size * s_close)
-        path = pd.DataFrame(
-            {
-                "spot": np.append(spot_path, s_close),
-                "call_mark": np.append(mark_path, close_price),
-                "call_value_usd": np.append(call_value_usd, size * close_price * to_usd_close),
-                "covered_usd": covered_path,
-                "hodl_usd": hodl_path,
-                "covered_vs_hodl_usd": covered_path - hodl_path,
-            },
-            index=pd.DatetimeIndex(path_ns.view("datetime64[ns]"), tz="UTC"),
-        )
+        close_value_usd = size * close_price * to_usd_close
+
+        def path() -> pd.DataFrame:
+            hodl_path = np.append(size * spot_path, size * s_close)
+            return pd.DataFrame(
+                {
+                    "spot": np.append(spot_path, s_close),
+                    "call_mark": np.append(mark_path, close_price),
+                    "call_value_usd": np.append(call_value_usd, close_value_usd),
+                    "covered_usd": covered_path,
+                    "hodl_usd": hodl_path,
+                    "covered_vs_hodl_usd": covered_path - hodl_path,
+                },
+                index=pd.DatetimeIndex(path_ns.view("datetime64[ns]"), tz="UTC"),
+            )
 
         fees_coin = size * (fee_open / (1.0 if inverse else s_open) + fee_close / (1.0 if inverse else s_close))
         fees_usd = size * (fee_open * to_usd_open + fee_close * to_usd_close)
@@ -315,19 +325,6 @@ class CoveredCallSimulator:
         )
         return _Leg(trade=trade, j_open=j_open, j_close=j_close, liability_usd=call_value_usd,
                     open_flow=size * (price - fee_open), close_flow=size * (close_price + fee_close))
-
-    def _settlement(self, option: OptionSnapshot) -> tuple[float, str | None]:
-        """Settlement price (USD) of ``option``'s expiry and, for an estimate, its label."""
-        cfg = self.config
-        try:
-            price = float(self.source.get_settlement_price(cfg.underlying, option.expiry))
-        except (DataSourceError, LookupError, ValueError) as exc:
-            raise _CannotSettle(f"{option.instrument_name}: no settlement price for "
-                                f"{option.expiry:%Y-%m-%d %H:%M} UTC ({exc})") from None
-        if not (np.isfinite(price) and price > 0):
-            raise _CannotSettle(f"{option.instrument_name}: settlement price {price!r} for "
-                                f"{option.expiry:%Y-%m-%d %H:%M} UTC is not a positive number")
-        return price, settlement_estimate(self.source, cfg.underlying, option.expiry)
 
     def _quote(self, name: str, expiry: pd.Timestamp, t: pd.Timestamp) -> OptionSnapshot | None:
         chain = self.source.list_option_chain(self.config.underlying, t, expiry_range=(expiry, expiry))
@@ -391,8 +388,13 @@ class CoveredCallSimulator:
         market = self._market_for_policy()
         decisions = self._generate_decision_times()
         decision_ns = _ns(decisions)
+        lo_ns, hi_ns = schedule.band_ns(decision_ns, cfg.target_dte, cfg.dte_tolerance)
+        if not (np.array_equal(market.decision_ns, decision_ns) and np.all(market.lo_ns <= lo_ns)
+                and np.all(market.hi_ns >= hi_ns)):
+            raise ValueError("the panel was not built for this config's decision times and DTE band")
         size = cfg.call_size
         inverse = cfg.settlement == "inverse"
+        builtin = policy is target_delta_policy
         coins, cash = float(cfg.initial_spot_position), 0.0
         legs: list[_Leg] = []
         no_trades: list[NoTrade] = []
@@ -403,20 +405,34 @@ class CoveredCallSimulator:
             if progress is not None:
                 progress(k / len(decisions), f"deciding at {t:%Y-%m-%d %H:%M} UTC")
             j = market.index_at_or_after(t)
-            if j >= len(market.times):
+            if j >= len(market.ns):
                 reason = f"after the end of the market data ({market.last:%Y-%m-%d %H:%M} UTC)"
                 no_trades.extend(NoTrade(d, reason) for d in decisions[k:])
                 break
-            state = self._build_state(t, float(market.spot[j]), coins, cash)
-            candidates = self._candidates(t)
-            option = self._ask(policy, name, state, candidates)
-            if option is None:
-                # Nearest among the candidates already at hand; a what-if (NoCandidateError) searches the
-                # whole chain instead, which would cost a full chain per idle decision here.
-                nearest = self._nearest(t, candidates) if candidates else ()
-                no_trades.append(NoTrade(t, self._no_candidate_reason(candidates), nearest))
-                k += 1
-                continue
+            table = market.chain(k)
+            rows = candidate_rows(table, int(lo_ns[k]), int(hi_ns[k]))
+            if builtin:
+                row = select_row(table, rows, int(decision_ns[k]), cfg)
+                option = None if row is None else snapshot(table, row, cfg.underlying)
+                if option is None:
+                    nearest = tuple(snapshot(table, r, cfg.underlying)
+                                    for r in nearest_rows(table, rows, int(decision_ns[k]), cfg))
+                    reason = (f"no listed call with a bid in the DTE band ({self._band_text()})" if len(rows) == 0
+                              else f"no call in band ({self._band_text()}) among {len(rows)} calls in the DTE band")
+                    no_trades.append(NoTrade(t, reason, nearest))
+                    k += 1
+                    continue
+            else:
+                state = self._build_state(t, float(market.spot[j]), coins, cash)
+                candidates = [snapshot(table, r, cfg.underlying) for r in rows.tolist()]
+                option = self._ask(policy, name, state, candidates)
+                if option is None:
+                    # Nearest among the candidates already at hand; a what-if (NoCandidateError) searches the
+                    # whole chain instead, which would cost a full chain per idle decision here.
+                    nearest = self._nearest(t, candidates) if candidates else ()
+                    no_trades.append(NoTrade(t, self._no_candidate_reason(candidates), nearest))
+                    k += 1
+                    continue
             next_t = decisions[k + 1] if k + 1 < len(decisions) else None
             buyback = None if cfg.hold_to_expiry or next_t is None or next_t >= option.expiry else next_t
             carried = "carried past end to expiry" if option.expiry > cfg.end and buyback is None else ""
@@ -456,7 +472,7 @@ class CoveredCallSimulator:
                               "it must be a listed call from the candidates of that time, with a bid")
         return option
 
-    def _result(self, market: _Market, legs: list[_Leg], no_trades: list[NoTrade]) -> SimulationResult:
+    def _result(self, market: MarketPanel, legs: list[_Leg], no_trades: list[NoTrade]) -> SimulationResult:
         """The equity curve, HODL beside it, and the metrics.
 
         Row 0 is the position as held at ``start`` before any decision: the initial coins and
@@ -465,7 +481,7 @@ class CoveredCallSimulator:
         """
         cfg = self.config
         inverse = cfg.settlement == "inverse"
-        end_j = min(market.index_at_or_after(cfg.end), len(market.times) - 1)
+        end_j = min(market.index_at_or_after(cfg.end), len(market.ns) - 1)
         if legs:
             end_j = max(end_j, max(leg.j_close for leg in legs))
         n = end_j + 1

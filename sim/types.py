@@ -246,6 +246,7 @@ class SimulatedTrade:
     (USD), ``call_mark`` (settlement unit per coin), ``call_value_usd`` (liability of the short
     call, USD), ``covered_usd`` (coins plus premium minus the call, USD), ``hodl_usd`` (the same
     coins alone, USD), ``covered_vs_hodl_usd``. It is not part of :meth:`to_dict` or equality.
+    A simulator may pass a zero-argument callable as ``path``: the frame is built on first access.
     """
 
     instrument_name: str
@@ -278,7 +279,28 @@ class SimulatedTrade:
     price_source: str = "quote"
     notes: str = ""
     settlement_estimate: str | None = None
-    path: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    class _LazyPath:
+        """``path``'s storage: a DataFrame, None, or a zero-argument callable building the DataFrame,
+        called on first access and replaced by its result (a simulator builds paths only when read)."""
+
+        def __get__(self, obj, owner=None):
+            if obj is None:
+                return None
+            value = obj.__dict__.get("_path_value")
+            if callable(value):
+                value = value()
+                obj.__dict__["_path_value"] = value
+            return value
+
+        def __set__(self, obj, value):
+            obj.__dict__["_path_value"] = None if isinstance(value, SimulatedTrade._LazyPath) else value
+
+    path: pd.DataFrame | None = field(default=_LazyPath(), repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_path_value"] = self.path  # a pickle holds the frame, never the builder
+        return state
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of :data:`TRADE_COLUMNS` (no path): timestamps as ISO 8601 UTC strings."""

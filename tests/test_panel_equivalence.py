@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from data_cache.demo import DemoMarket
+from sim import schedule
+from sim.data_source import chain_table, snapshot
 from sim.policies import never_sell, select_in_band, target_delta_policy
-from sim.simulator import CoveredCallSimulator, NoCandidateError
+from sim.simulator import CoveredCallSimulator, NoCandidateError, candidate_rows, nearest_rows, select_row
 from sim.types import TRADE_COLUMNS, CallSimulationConfig
 from tests import legacy_simulator
 from tests.fakes import FakeMarket, Quote, utc
@@ -189,13 +190,23 @@ def test_policy_run_equals_legacy_on_hand_set_markets(name):
     assert_same_result(new, old)
 
 
-def test_the_array_selection_is_select_in_band_on_the_demo():
-    """At many instants, the call the panel's built-in rule sells is select_in_band's."""
+@pytest.mark.parametrize("dte,tol,delta,dtol", [(5, 3, 0.25, 0.08), (1, 0.5, 0.4, 0.0), (14, 7, 0.1, 0.3)])
+def test_the_array_selection_is_select_in_band_on_the_demo(dte, tol, delta, dtol):
+    """At many instants, the row the panel's built-in rule sells is select_in_band's call, and
+    the nearest rows are _nearest's calls."""
     cfg = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-01-08", decision_interval_bars=3,
-                               target_dte=5, dte_tolerance=3, delta_tolerance=0.08)
+                               target_dte=dte, dte_tolerance=tol, target_delta=delta, delta_tolerance=dtol)
     sim = CoveredCallSimulator(DEMO, cfg)
-    for t in pd.date_range(cfg.start, cfg.end, freq="9h"):
-        want = select_in_band(sim._candidates(t), cfg.target_dte, cfg.dte_tolerance, cfg.target_delta,
-                              cfg.delta_tolerance)
-        assert sim._find_candidate_call(t) == want
-    assert np.isfinite(sim.simulate_policy().metrics["total_return_pct"])
+    times = list(pd.date_range(cfg.start, cfg.end, freq="9h"))
+    ranges = [schedule.dte_window(t, dte, tol) for t in times]
+    table = chain_table(DEMO, "BTC", times, ranges)
+    for i, t in enumerate(times):
+        part = {k: v[table["decision"] == i] for k, v in table.items()}
+        rows = candidate_rows(part, ranges[i][0].value, ranges[i][1].value)
+        calls = [snapshot(part, r, "BTC") for r in rows]
+        assert calls == sim._candidates(t)
+        row = select_row(part, rows, t.value, cfg)
+        want = select_in_band(calls, cfg.target_dte, cfg.dte_tolerance, cfg.target_delta, cfg.delta_tolerance)
+        assert (None if row is None else snapshot(part, row, "BTC")) == want
+        assert tuple(snapshot(part, r, "BTC") for r in nearest_rows(part, rows, t.value, cfg)) == \
+            (sim._nearest(t, calls) if calls else ())

@@ -1,0 +1,185 @@
+"""The columnar market panel: what one (source, underlying, range, timeframe, DTE bands) offers
+every run on it, fetched once and shared.
+
+Shapes and units (``n`` bar instants, ``d`` decision instants):
+
+- ``ns``: int64 ``(n,)``, bar instants ``start + j * bar`` as ns since the epoch (UTC); the price
+  at an instant is the close of the bar ending there (the open of the first bar at ``ns[0]``).
+- ``spot``: float64 ``(n,)``, spot index in USD at ``ns``.
+- ``decision_ns``: int64 ``(d,)``, the decision instants (:func:`sim.schedule.decision_times`).
+- ``lo_ns``, ``hi_ns``: int64 ``(d,)``, the union of the DTE bands of every target in ``dtes`` at
+  each decision (:func:`sim.schedule.band_ns`): the expiry window each decision's chain covers.
+- :meth:`MarketPanel.chain` ``(k)``: decision ``k``'s chain as a chain table
+  (:mod:`sim.data_source`), fetched on first use and memoized (:meth:`MarketPanel.prefetch`
+  fetches many decisions in one bulk call).
+- :meth:`MarketPanel.option_closes`: an option's bar closes (settlement unit per coin) and the
+  instants they hold at, memoized per ``(instrument, open, close)``; from the source's optional
+  ``get_option_marks`` when it has one, else from ``get_option_ohlc``.
+- :meth:`MarketPanel.settlement`: the settlement price (USD) and its estimate label per expiry,
+  memoized.
+
+Nothing here knows fills, fees or policies: the simulator does the accounting on these arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from sim import schedule
+from sim.data_source import ChainTable, DataSourceError, chain_table, settlement_estimate
+from sim.types import CallSimulationConfig
+
+
+class CannotSettle(LookupError):
+    """The data cannot settle a call (it ends before the expiry, or has no settlement price)."""
+
+
+def _ns(index: pd.DatetimeIndex) -> np.ndarray:
+    """Nanoseconds since the epoch (pandas 3 indexes may be in s/ms/us units)."""
+    return index.as_unit("ns").asi8
+
+
+@dataclass
+class MarketPanel:
+    """Spot on the bar grid, decision instants and their expiry windows, and memoized chains,
+    option closes and settlements (module docstring for shapes and units)."""
+
+    source: object
+    underlying: str
+    timeframe: str
+    bar_ns: int
+    ns: np.ndarray
+    spot: np.ndarray
+    decision_ns: np.ndarray
+    lo_ns: np.ndarray
+    hi_ns: np.ndarray
+    _chains: dict[int, ChainTable] = field(default_factory=dict, repr=False)
+    _closes: dict[tuple, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _settle: dict[int, tuple] = field(default_factory=dict, repr=False)
+    _times: pd.DatetimeIndex | None = field(default=None, repr=False)
+
+    @property
+    def times(self) -> pd.DatetimeIndex:
+        """The bar instants as a UTC DatetimeIndex."""
+        if self._times is None:
+            self._times = pd.DatetimeIndex(self.ns.view("datetime64[ns]"), tz="UTC")
+        return self._times
+
+    @property
+    def last(self) -> pd.Timestamp:
+        """The last bar instant (the end of the spot data)."""
+        return pd.Timestamp(int(self.ns[-1]), tz="UTC")
+
+    def index_at_or_after(self, t: pd.Timestamp) -> int:
+        """Index of the first bar instant at or after ``t`` (``len(ns)`` when past the data)."""
+        return int(np.searchsorted(self.ns, t.value, side="left"))
+
+    # ------------------------------------------------------------------ chains
+
+    def prefetch(self, ks: Sequence[int]) -> None:
+        """Fetch the chains of decisions ``ks`` not yet held, in one :func:`chain_table` call."""
+        todo = np.array(sorted({int(k) for k in ks} - set(self._chains)), dtype=np.int64)
+        if len(todo) == 0:
+            return
+        table = chain_table(self.source, self.underlying, self.decision_ns[todo],
+                            (self.lo_ns[todo], self.hi_ns[todo]))
+        dec = table["decision"]
+        bounds = np.searchsorted(dec, np.arange(len(todo) + 1), side="left")
+        for i, k in enumerate(todo.tolist()):
+            rows = slice(int(bounds[i]), int(bounds[i + 1]))
+            part = {name: col[rows] for name, col in table.items()}
+            part["decision"] = np.full(rows.stop - rows.start, k, dtype=np.int64)
+            self._chains[k] = part
+
+    def chain(self, k: int) -> ChainTable:
+        """Decision ``k``'s chain (expiries in ``[lo_ns[k], hi_ns[k]]``) as a chain table."""
+        if k not in self._chains:
+            self.prefetch([k])
+        return self._chains[k]
+
+    # ------------------------------------------------------------------ option marks
+
+    def option_closes(self, name: str, t_open: pd.Timestamp, t_close: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+        """``(close_ns, closes)``: the option's bar closes (settlement unit per coin) for bars
+        starting in ``[t_open, t_close)`` and the instants they are the price at (bar ends)."""
+        key = (name, t_open.value, t_close.value)
+        hit = self._closes.get(key)
+        if hit is None:
+            bulk = getattr(self.source, "get_option_marks", None)
+            if bulk is not None:
+                close_ns, closes = bulk(name, t_open, t_close, self.timeframe)
+                hit = (np.asarray(close_ns, dtype=np.int64), np.asarray(closes, dtype=float))
+            else:
+                ohlc = self.source.get_option_ohlc(name, t_open, t_close, self.timeframe)
+                hit = (_ns(ohlc.index) + self.bar_ns, ohlc["close"].to_numpy(dtype=float))
+            self._closes[key] = hit
+        return hit
+
+    def marks(self, name: str, t_open: pd.Timestamp, t_close: pd.Timestamp, times_ns: np.ndarray,
+              open_mark: float) -> np.ndarray:
+        """The option's mark at instants ``times_ns``: the close of the latest bar ending at or
+        before each (a gap carries the last mark forward; before the first bar, ``open_mark``)."""
+        if len(times_ns) == 0:
+            return np.empty(0)
+        close_ns, closes = self.option_closes(name, t_open, t_close)
+        pos = np.searchsorted(close_ns, times_ns, side="right") - 1
+        return np.where(pos >= 0, closes[np.maximum(pos, 0)] if len(closes) else open_mark, open_mark)
+
+    # ------------------------------------------------------------------ settlement
+
+    def settlement(self, name: str, expiry: pd.Timestamp) -> tuple[float, str | None]:
+        """Settlement price (USD) of ``expiry`` and, for an estimate, its label; raises
+        :class:`CannotSettle` (naming ``name``) when the source has none."""
+        hit = self._settle.get(expiry.value)
+        if hit is None:
+            when = f"{expiry:%Y-%m-%d %H:%M} UTC"
+            try:
+                price = float(self.source.get_settlement_price(self.underlying, expiry))
+            except (DataSourceError, LookupError, ValueError) as exc:
+                hit = (None, f"no settlement price for {when} ({exc})")
+            else:
+                if np.isfinite(price) and price > 0:
+                    hit = (price, settlement_estimate(self.source, self.underlying, expiry))
+                else:
+                    hit = (None, f"settlement price {price!r} for {when} is not a positive number")
+            self._settle[expiry.value] = hit
+        if hit[0] is None:
+            raise CannotSettle(f"{name}: {hit[1]}")
+        return hit
+
+
+def load_spot(source, underlying: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: str,
+              bar: pd.Timedelta) -> tuple[np.ndarray, np.ndarray]:
+    """``(ns, spot)`` at bar instants from ``start`` to ``end`` or the end of the source's data."""
+    ohlc = source.get_spot_ohlc(underlying, start, end, timeframe)
+    if ohlc.empty:
+        raise ValueError(f"no spot data for {underlying} between {start:%Y-%m-%d %H:%M} and "
+                         f"{end:%Y-%m-%d %H:%M} UTC")
+    bar_starts = _ns(ohlc.index)
+    ns = np.append(bar_starts, bar_starts[-1] + bar.value)
+    spot = np.concatenate([[float(ohlc["open"].iloc[0])], ohlc["close"].to_numpy(dtype=float)])
+    return ns, spot
+
+
+def build_panel(source, cfg: CallSimulationConfig, dtes: Sequence[float] | None = None,
+                start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> MarketPanel:
+    """The panel of ``cfg``'s underlying and timeframe for decisions of ``cfg``'s schedule, with
+    chain windows covering the DTE band of every target in ``dtes`` (default ``cfg.target_dte``)
+    at ``cfg.dte_tolerance``. Spot runs from ``start`` (default ``cfg.start``) to ``end`` (default
+    the latest :func:`sim.schedule.horizon` over ``dtes``)."""
+    dtes = (cfg.target_dte,) if dtes is None else tuple(float(d) for d in dtes)
+    start = cfg.start if start is None else start
+    if end is None:
+        end = max(schedule.horizon(cfg if d == cfg.target_dte else replace(cfg, target_dte=d)) for d in dtes)
+    ns, spot = load_spot(source, cfg.underlying, start, end, cfg.timeframe, cfg.bar)
+    decision_ns = _ns(schedule.decision_times(cfg))
+    bands = [schedule.band_ns(decision_ns, d, cfg.dte_tolerance) for d in dtes]
+    lo = np.minimum.reduce([b[0] for b in bands])
+    hi = np.maximum.reduce([b[1] for b in bands])
+    return MarketPanel(source=source, underlying=cfg.underlying, timeframe=cfg.timeframe, bar_ns=cfg.bar.value,
+                       ns=ns, spot=spot, decision_ns=decision_ns, lo_ns=np.asarray(lo, dtype=np.int64),
+                       hi_ns=np.asarray(hi, dtype=np.int64))
