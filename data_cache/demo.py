@@ -58,6 +58,7 @@ from data_cache.demo_surface import (
     strike_step,
     surface_iv,
 )
+from sim.data_source import CHAIN_COLUMNS, empty_chain_table
 from sim.fees import option_payoff_per_coin
 from sim.instruments import (
     SettlementStyle,
@@ -122,6 +123,13 @@ def _ns(value, name: str, clip_end: bool = False) -> int:
     if not _EPOCH_NS <= ns <= _END_NS:
         raise ValueError(f"{name}={ts.isoformat()} is outside the demo market; allowed: {_RANGE_TEXT}")
     return ns
+
+
+def _interleave(c: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``c[0], q[0], c[1], q[1], ...``: each strike's call and put, as a chain lists them."""
+    out = np.empty(2 * len(c), dtype=np.result_type(c, q))
+    out[0::2], out[1::2] = c, q
+    return out
 
 
 def _utc_index(ns: np.ndarray) -> pd.DatetimeIndex:
@@ -239,18 +247,76 @@ class DemoMarket:
         ``underlying_price`` the forward and ``index_price`` the spot (USD), ``iv`` a fraction.
         """
         sym = self._symbol(underlying)
-        p = COINS[sym]
         settlement = underlying_spec(sym).settlement
         t_ns = _ns(as_of, "as_of")
         as_of_ts = to_utc(as_of)
+        lo = hi = None
+        if expiry_range is not None:
+            lo, hi = (to_utc(x).as_unit("ns").value for x in expiry_range)
+        chain = self._chain_arrays(sym, t_ns, lo, hi)
+        if chain is None:
+            return []
+        expiries, spot, K, ei, F, iv, mark_c, delta_c, mark_p, delta_p, (bc, ac), (bp, ap) = chain
+        cols = [a.tolist() for a in (K, ei, F, iv, mark_c, delta_c, mark_p, delta_p)]
+        (bc, ac), (bp, ap) = (([None if math.isnan(b) else b for b in bid.tolist()], ask.tolist())
+                              for bid, ask in ((bc, ac), (bp, ap)))
+        s = float(spot)
+        out: list[OptionSnapshot] = []
+        for j, (k, i, f, v, mc, dc, mp, dp) in enumerate(zip(*cols, strict=True)):
+            e = expiries[i]
+            call_name, put_name = _option_names(sym, e, k, settlement)
+            out.append(OptionSnapshot(call_name, sym, k, e, "call", as_of_ts, bc[j], ac[j], mc, v, dc, f, s,
+                                      settlement, "model"))
+            out.append(OptionSnapshot(put_name, sym, k, e, "put", as_of_ts, bp[j], ap[j], mp, v, dp, f, s,
+                                      settlement, "model"))
+        return out
+
+    def get_chain_table(self, underlying: str, as_of_ns, lo_ns, hi_ns) -> dict[str, np.ndarray]:
+        """The chains at instants ``as_of_ns`` (int64 ns) with expiries in ``[lo_ns[i], hi_ns[i]]``
+        as one chain table (:mod:`sim.data_source`): row for row what :meth:`list_option_chain`
+        lists there, priced as arrays, without building an :class:`OptionSnapshot` per option."""
+        sym = self._symbol(underlying)
+        settlement = underlying_spec(sym).settlement
+        parts = []
+        for i, (t, lo, hi) in enumerate(zip(np.asarray(as_of_ns, dtype=np.int64).tolist(),
+                                            np.asarray(lo_ns).tolist(), np.asarray(hi_ns).tolist(), strict=True)):
+            chain = self._chain_arrays(sym, _ns(pd.Timestamp(t, tz="UTC"), "as_of"), lo, hi)
+            if chain is None:
+                continue
+            expiries, spot, K, ei, F, iv, mark_c, delta_c, mark_p, delta_p, (bc, ac), (bp, ap) = chain
+            n = len(K)
+            names = [_option_names(sym, expiries[e], k, settlement)
+                     for k, e in zip(K.tolist(), ei.tolist(), strict=True)]
+            exp_ns = np.array([e.as_unit("ns").value for e in expiries], dtype=np.int64)[ei]
+            pair = _interleave
+            parts.append({
+                "decision": np.full(2 * n, i, dtype=np.int64), "decision_ns": np.full(2 * n, t, dtype=np.int64),
+                "instrument_name": np.array([x for cp in names for x in cp], dtype=object),
+                "option_type": np.array(["call", "put"] * n, dtype=object),
+                "expiry_ns": pair(exp_ns, exp_ns), "strike": pair(K, K), "bid": pair(bc, bp), "ask": pair(ac, ap),
+                "mark": pair(mark_c, mark_p), "iv": pair(iv, iv), "delta": pair(delta_c, delta_p),
+                "forward": pair(F, F), "index": np.full(2 * n, float(spot)),
+                "settlement": np.full(2 * n, settlement, dtype=object),
+                "price_source": np.full(2 * n, "model", dtype=object),
+            })
+        if not parts:
+            return empty_chain_table()
+        return {name: np.concatenate([p[name] for p in parts]) for name in CHAIN_COLUMNS}
+
+    def _chain_arrays(self, sym: str, t_ns: int, lo_ns: int | None, hi_ns: int | None):
+        """The chain at ``t_ns`` with expiries in ``[lo_ns, hi_ns]`` (None: unbounded) as arrays:
+        ``(expiries, spot, K, expiry index, F, iv, call mark, call delta, put mark, put delta,
+        (call bid, call ask), (put bid, put ask))``, bids NaN where there is none; None when no
+        expiry is listed in the range."""
+        p = COINS[sym]
+        settlement = underlying_spec(sym).settlement
         midnight = t_ns - (t_ns - _EPOCH_NS) % (_DAY_MIN * _MIN_NS)
         first = midnight + 8 * 60 * _MIN_NS
         expiries = list(_expiries_after(first if first > t_ns else first + _DAY_MIN * _MIN_NS))
-        if expiry_range is not None:
-            lo, hi = (to_utc(x) for x in expiry_range)
-            expiries = [e for e in expiries if lo <= e <= hi]
+        if lo_ns is not None:
+            expiries = [e for e in expiries if lo_ns <= e.value <= hi_ns]
         if not expiries:
-            return []
+            return None
         spot, sigma = self._state_at(sym, np.array([(t_ns - _EPOCH_NS) // _MIN_NS]))
         spot, sigma = spot[0], sigma[0]
 
@@ -285,19 +351,7 @@ class DemoMarket:
         quotes = [self._quotes(F, K, Tk, iv, x, mark, settlement, spot, kind)
                   for mark, kind in ((mark_c, "call"), (mark_p, "put"))]
 
-        cols = [a.tolist() for a in (K, ei, F, iv, mark_c, delta_c, mark_p, delta_p)]
-        (bc, ac), (bp, ap) = (([None if math.isnan(b) else b for b in bid.tolist()], ask.tolist())
-                              for bid, ask in quotes)
-        s = float(spot)
-        out: list[OptionSnapshot] = []
-        for j, (k, i, f, v, mc, dc, mp, dp) in enumerate(zip(*cols, strict=True)):
-            e = expiries[i]
-            call_name, put_name = _option_names(sym, e, k, settlement)
-            out.append(OptionSnapshot(call_name, sym, k, e, "call", as_of_ts, bc[j], ac[j], mc, v, dc, f, s,
-                                      settlement, "model"))
-            out.append(OptionSnapshot(put_name, sym, k, e, "put", as_of_ts, bp[j], ap[j], mp, v, dp, f, s,
-                                      settlement, "model"))
-        return out
+        return expiries, spot, K, ei, F, iv, mark_c, delta_c, mark_p, delta_p, quotes[0], quotes[1]
 
     def get_option_ohlc(
         self, instrument_name: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: Timeframe
@@ -311,6 +365,32 @@ class DemoMarket:
         (an approximation: exact only where marks move monotonically with spot). ``volume`` is 0.
         Any positive strike and any expiry can be priced, listed in a chain or not.
         """
+        bars = self._option_bars(instrument_name, start, end, timeframe)
+        if bars is None:
+            return _empty_frame()
+        t_ns, nb, mark, (s_open, s_high, s_low, s_close) = bars
+        opens, closes = slice(0, nb), slice(1, nb + 1)
+        o, c = mark(s_open, opens), mark(s_close, closes)
+        extremes = np.stack([o, c, mark(s_high, closes), mark(s_low, closes)])
+        high, low = extremes.max(axis=0), extremes.min(axis=0)
+        frame = {"open": o, "high": high, "low": low, "close": c, "volume": np.zeros(nb)}
+        return pd.DataFrame(frame, index=_utc_index(t_ns[opens]))
+
+    def get_option_marks(
+        self, instrument_name: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: Timeframe
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The option's mark path as arrays: ``(close_ns, closes)``, the ``close`` column of
+        :meth:`get_option_ohlc` (settlement unit per coin) and the instants it is the price at (each
+        bar's end, int64 ns), element for element, without the frame or the bars' high and low."""
+        bars = self._option_bars(instrument_name, start, end, timeframe)
+        if bars is None:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        t_ns, nb, mark, (_, _, _, s_close) = bars
+        return t_ns[1:nb + 1], mark(s_close, slice(1, nb + 1))
+
+    def _option_bars(self, instrument_name: str, start, end, timeframe):
+        """What :meth:`get_option_ohlc` prices from: ``(bar boundary instants (ns), number of bars,
+        mark(spot, at), (spot open, high, low, close))``, or None for no bars."""
         parsed = parse_instrument_name(instrument_name)
         if parsed.underlying not in COINS:
             raise ValueError(f"instrument_name={instrument_name!r}: underlying {parsed.underlying!r} is not in "
@@ -320,9 +400,9 @@ class DemoMarket:
         sym, p = parsed.underlying, COINS[parsed.underlying]
         m0, nb, m = self._bars(start, end, timeframe)
         if nb == 0:
-            return _empty_frame()
+            return None
         prices, logs, _ = self._block(sym, m0, m0 + nb * m, want_log=True)
-        s_open, s_high, s_low, s_close = _aggregate(prices, m)
+        spots = _aggregate(prices, m)
         minutes = m0 + np.arange(nb + 1) * m  # bar boundaries
         sigma = self._sigma(sym, minutes, logs[::m])
         t_ns = _EPOCH_NS + minutes * _MIN_NS
@@ -340,12 +420,7 @@ class DemoMarket:
             value = self._model(p, spot, t_ns[at], sigma[at], K, exp_ns, settlement, kind)[0]
             return value if payoff is None else np.where(t_ns[at] >= exp_ns, payoff, value)
 
-        opens, closes = slice(0, nb), slice(1, nb + 1)
-        o, c = mark(s_open, opens), mark(s_close, closes)
-        extremes = np.stack([o, c, mark(s_high, closes), mark(s_low, closes)])
-        high, low = extremes.max(axis=0), extremes.min(axis=0)
-        frame = {"open": o, "high": high, "low": low, "close": c, "volume": np.zeros(nb)}
-        return pd.DataFrame(frame, index=_utc_index(t_ns[opens]))
+        return t_ns, nb, mark, spots
 
     def implied_vol(self, underlying: str, as_of: pd.Timestamp, strike, expiry: pd.Timestamp) -> np.ndarray:
         """The surface's implied vol (fraction) at ``as_of`` for strikes (USD) of one expiry."""
