@@ -271,16 +271,19 @@ class DemoMarket:
                                       settlement, "model"))
         return out
 
-    def get_chain_table(self, underlying: str, as_of_ns, lo_ns, hi_ns) -> dict[str, np.ndarray]:
+    def get_chain_table(self, underlying: str, as_of_ns, lo_ns, hi_ns,
+                        option_type: str | None = None) -> dict[str, np.ndarray]:
         """The chains at instants ``as_of_ns`` (int64 ns) with expiries in ``[lo_ns[i], hi_ns[i]]``
         as one chain table (:mod:`sim.data_source`): row for row what :meth:`list_option_chain`
-        lists there, priced as arrays, without building an :class:`OptionSnapshot` per option."""
+        lists there, priced as arrays, without building an :class:`OptionSnapshot` per option.
+        ``option_type="call"`` prices and keeps the calls only (the puts' rows are left out)."""
+        calls_only = option_type == "call"
         sym = self._symbol(underlying)
         settlement = underlying_spec(sym).settlement
         parts = []
         for i, (t, lo, hi) in enumerate(zip(np.asarray(as_of_ns, dtype=np.int64).tolist(),
                                             np.asarray(lo_ns).tolist(), np.asarray(hi_ns).tolist(), strict=True)):
-            chain = self._chain_arrays(sym, _ns(pd.Timestamp(t, tz="UTC"), "as_of"), lo, hi)
+            chain = self._chain_arrays(sym, _ns(pd.Timestamp(t, tz="UTC"), "as_of"), lo, hi, puts=not calls_only)
             if chain is None:
                 continue
             expiries, spot, K, ei, F, iv, mark_c, delta_c, mark_p, delta_p, (bc, ac), (bp, ap) = chain
@@ -288,6 +291,16 @@ class DemoMarket:
             names = [_option_names(sym, expiries[e], k, settlement)
                      for k, e in zip(K.tolist(), ei.tolist(), strict=True)]
             exp_ns = np.array([e.as_unit("ns").value for e in expiries], dtype=np.int64)[ei]
+            if calls_only:
+                parts.append({
+                    "decision": np.full(n, i, dtype=np.int64), "decision_ns": np.full(n, t, dtype=np.int64),
+                    "instrument_name": np.array([cp[0] for cp in names], dtype=object),
+                    "option_type": np.full(n, "call", dtype=object), "expiry_ns": exp_ns, "strike": K,
+                    "bid": bc, "ask": ac, "mark": mark_c, "iv": iv, "delta": delta_c, "forward": F,
+                    "index": np.full(n, float(spot)), "settlement": np.full(n, settlement, dtype=object),
+                    "price_source": np.full(n, "model", dtype=object),
+                })
+                continue
             pair = _interleave
             parts.append({
                 "decision": np.full(2 * n, i, dtype=np.int64), "decision_ns": np.full(2 * n, t, dtype=np.int64),
@@ -301,13 +314,17 @@ class DemoMarket:
             })
         if not parts:
             return empty_chain_table()
-        return {name: np.concatenate([p[name] for p in parts]) for name in CHAIN_COLUMNS}
+        table = {name: np.concatenate([p[name] for p in parts]) for name in CHAIN_COLUMNS}
+        if option_type is not None and not calls_only:
+            keep = table["option_type"] == option_type
+            table = {name: col[keep] for name, col in table.items()}
+        return table
 
-    def _chain_arrays(self, sym: str, t_ns: int, lo_ns: int | None, hi_ns: int | None):
+    def _chain_arrays(self, sym: str, t_ns: int, lo_ns: int | None, hi_ns: int | None, puts: bool = True):
         """The chain at ``t_ns`` with expiries in ``[lo_ns, hi_ns]`` (None: unbounded) as arrays:
         ``(expiries, spot, K, expiry index, F, iv, call mark, call delta, put mark, put delta,
-        (call bid, call ask), (put bid, put ask))``, bids NaN where there is none; None when no
-        expiry is listed in the range."""
+        (call bid, call ask), (put bid, put ask))``, bids NaN where there is none (``puts=False``:
+        the put entries are None); None when no expiry is listed in the range."""
         p = COINS[sym]
         settlement = underlying_spec(sym).settlement
         midnight = t_ns - (t_ns - _EPOCH_NS) % (_DAY_MIN * _MIN_NS)
@@ -346,10 +363,12 @@ class DemoMarket:
         keep[1:] |= inside[:-1] & same_expiry  # one strike beyond each end, so the range is covered
         keep[:-1] |= inside[1:] & same_expiry
         K, ei, mark_c, F, Tk, iv, x, delta_c = (a[keep] for a in (K, ei, mark_c, F, Tk, iv, x, delta_c))
+        call_quotes = self._quotes(F, K, Tk, iv, x, mark_c, settlement, spot, "call")
+        if not puts:
+            return expiries, spot, K, ei, F, iv, mark_c, delta_c, None, None, call_quotes, (None, None)
         mark_p = self._price(F, K, Tk, iv, settlement, "put")
         delta_p = black76_delta(F, K, Tk, iv, 0.0, "put")
-        quotes = [self._quotes(F, K, Tk, iv, x, mark, settlement, spot, kind)
-                  for mark, kind in ((mark_c, "call"), (mark_p, "put"))]
+        quotes = [call_quotes, self._quotes(F, K, Tk, iv, x, mark_p, settlement, spot, "put")]
 
         return expiries, spot, K, ei, F, iv, mark_c, delta_c, mark_p, delta_p, quotes[0], quotes[1]
 
@@ -382,15 +401,16 @@ class DemoMarket:
         """The option's mark path as arrays: ``(close_ns, closes)``, the ``close`` column of
         :meth:`get_option_ohlc` (settlement unit per coin) and the instants it is the price at (each
         bar's end, int64 ns), element for element, without the frame or the bars' high and low."""
-        bars = self._option_bars(instrument_name, start, end, timeframe)
+        bars = self._option_bars(instrument_name, start, end, timeframe, closes_only=True)
         if bars is None:
             return np.empty(0, dtype=np.int64), np.empty(0)
         t_ns, nb, mark, (_, _, _, s_close) = bars
         return t_ns[1:nb + 1], mark(s_close, slice(1, nb + 1))
 
-    def _option_bars(self, instrument_name: str, start, end, timeframe):
+    def _option_bars(self, instrument_name: str, start, end, timeframe, closes_only: bool = False):
         """What :meth:`get_option_ohlc` prices from: ``(bar boundary instants (ns), number of bars,
-        mark(spot, at), (spot open, high, low, close))``, or None for no bars."""
+        mark(spot, at), (spot open, high, low, close))``, or None for no bars. ``closes_only``:
+        only the spot closes (the others None), from the boundary minutes alone."""
         parsed = parse_instrument_name(instrument_name)
         if parsed.underlying not in COINS:
             raise ValueError(f"instrument_name={instrument_name!r}: underlying {parsed.underlying!r} is not in "
@@ -401,18 +421,25 @@ class DemoMarket:
         m0, nb, m = self._bars(start, end, timeframe)
         if nb == 0:
             return None
-        prices, logs, _ = self._block(sym, m0, m0 + nb * m, want_log=True)
-        spots = _aggregate(prices, m)
         minutes = m0 + np.arange(nb + 1) * m  # bar boundaries
-        sigma = self._sigma(sym, minutes, logs[::m])
-        t_ns = _EPOCH_NS + minutes * _MIN_NS
         exp_ns = parsed.expiry.as_unit("ns").value
+        exp_minute = (exp_ns - _EPOCH_NS) // _MIN_NS
+        if closes_only:
+            s_bounds, log_bounds, at_minute = self._boundary_points(sym, minutes)
+            spots = (None, None, None, s_bounds[1:])
+        else:
+            prices, logs, _ = self._block(sym, m0, m0 + nb * m, want_log=True)
+            spots, log_bounds = _aggregate(prices, m), logs[::m]
+
+            def at_minute(minute):
+                return prices[minute - m0]
+        sigma = self._sigma(sym, minutes, log_bounds)
+        t_ns = _EPOCH_NS + minutes * _MIN_NS
         K, settlement, kind = parsed.strike, parsed.settlement, parsed.option_type
 
         payoff = None
         if t_ns[-1] >= exp_ns:  # some bar instants at or after expiry: there the value is the payoff
-            exp_minute = (exp_ns - _EPOCH_NS) // _MIN_NS
-            settle = (prices[exp_minute - m0] if exp_minute >= m0  # the same number, already at hand
+            settle = (at_minute(exp_minute) if exp_minute >= m0  # the same number, already at hand
                       else self.get_settlement_price(sym, parsed.expiry))
             payoff = option_payoff_per_coin(float(settle), K, settlement, kind)
 
@@ -535,6 +562,29 @@ class DemoMarket:
         sl = slice(m0 - d0 * _DAY_MIN, m1 - d0 * _DAY_MIN + 1)
         logs = np.append(x.ravel(), dp.log_close[d1 + 1])[sl] if want_log else None
         return prices[sl], logs, volume.ravel()[sl.start:sl.stop - 1]
+
+    def _boundary_points(self, sym: str, minutes: np.ndarray):
+        """:meth:`_block`'s prices and log prices at the sorted minute indices ``minutes`` only
+        (the same numbers, without exponentiating the minutes between), and ``at_minute(k)``, the
+        price at any minute ``k`` in their span."""
+        dp = _daily(self.seed, sym)
+        m0, m1 = int(minutes[0]), int(minutes[-1])
+        d0, d1 = m0 // _DAY_MIN, (max(m1, m0 + 1) - 1) // _DAY_MIN
+        x, _ = self._day_paths(sym, np.arange(d0, d1 + 1), want_volume=False)
+        flat = x.ravel()
+        n_flat = len(flat)
+        off = minutes - d0 * _DAY_MIN
+
+        def points(off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            inner = off < n_flat
+            logs = np.where(inner, flat[np.minimum(off, n_flat - 1)], dp.log_close[d1 + 1])
+            prices = np.exp(logs)
+            midnight = off % _DAY_MIN == 0  # the daily skeleton's prices, bit for bit (as in _block)
+            prices[midnight] = dp.price[d0 + off[midnight] // _DAY_MIN]
+            return prices, logs
+
+        prices, logs = points(off)
+        return prices, logs, lambda minute: points(np.array([minute - d0 * _DAY_MIN]))[0][0]
 
     def _spot_state(self, sym: str, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(price USD, log price) at arbitrary minute indices since 2019-01-01."""

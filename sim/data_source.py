@@ -22,8 +22,9 @@ Conventions for every implementation:
 - Optional attributes the command line reads to refuse a range before running: ``underlyings``
   (the coins a source holds) and ``coverage = (first, last)`` (tz-aware UTC instants it has data
   for). A source without them is asked and answers for itself.
-- Optional bulk method ``get_chain_table(underlying, as_of_ns, lo_ns, hi_ns) -> dict`` returning
-  the chains at many instants at once as a **chain table** (schema below). :func:`chain_table`
+- Optional bulk method ``get_chain_table(underlying, as_of_ns, lo_ns, hi_ns, option_type=None)
+  -> dict`` returning the chains at many instants at once as a **chain table** (schema below);
+  ``option_type`` (``"call"``/``"put"``, passed only when asked for) lets it price one side only. :func:`chain_table`
   asks any source, with a default built on ``list_option_chain``, so a source without it (a
   user's own) keeps working.
 - Optional bulk method ``get_option_marks(instrument_name, start, end, timeframe) -> (close_ns,
@@ -137,13 +138,14 @@ def chain_table_from_snapshots(chains: Sequence[Sequence[OptionSnapshot]], as_of
     }
 
 
-def chain_table(source: object, underlying: str, as_of_times, expiry_ranges) -> ChainTable:
+def chain_table(source: object, underlying: str, as_of_times, expiry_ranges,
+                option_type: str | None = None) -> ChainTable:
     """The chains of ``underlying`` at each of ``as_of_times`` as one chain table (module docstring).
 
     ``as_of_times``: UTC instants (Timestamps, or an int64 ns array); ``expiry_ranges``: one
     inclusive ``(lo, hi)`` per instant (Timestamps or int64 ns), or a pair ``(lo_ns, hi_ns)`` of
-    int64 arrays. Uses the source's ``get_chain_table`` when it has one, else ``list_option_chain``
-    at each instant.
+    int64 arrays. ``option_type`` (``"call"`` or ``"put"``) keeps that side only. Uses the source's
+    ``get_chain_table`` when it has one, else ``list_option_chain`` at each instant.
     """
     as_of_ns = _as_ns(as_of_times)
     if isinstance(expiry_ranges, tuple) and len(expiry_ranges) == 2 and isinstance(expiry_ranges[0], np.ndarray):
@@ -156,10 +158,16 @@ def chain_table(source: object, underlying: str, as_of_times, expiry_ranges) -> 
         raise ValueError(f"chain_table: {len(as_of_ns)} instants but {len(lo_ns)} expiry ranges")
     bulk = getattr(source, "get_chain_table", None)
     if bulk is not None:
-        return bulk(underlying, as_of_ns, lo_ns, hi_ns)
+        if option_type is None:
+            return bulk(underlying, as_of_ns, lo_ns, hi_ns)
+        table = bulk(underlying, as_of_ns, lo_ns, hi_ns, option_type=option_type)
+        keep = table["option_type"] == option_type
+        return table if keep.all() else {name: col[keep] for name, col in table.items()}
     chains = [source.list_option_chain(underlying, pd.Timestamp(int(t), tz="UTC"),
                                        expiry_range=(pd.Timestamp(int(lo), tz="UTC"), pd.Timestamp(int(hi), tz="UTC")))
               for t, lo, hi in zip(as_of_ns.tolist(), lo_ns.tolist(), hi_ns.tolist(), strict=True)]
+    if option_type is not None:
+        chains = [[o for o in chain if o.option_type == option_type] for chain in chains]
     return chain_table_from_snapshots(chains, as_of_ns, lo_ns, hi_ns)
 
 

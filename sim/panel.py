@@ -9,7 +9,7 @@ Shapes and units (``n`` bar instants, ``d`` decision instants):
 - ``decision_ns``: int64 ``(d,)``, the decision instants (:func:`sim.schedule.decision_times`).
 - ``lo_ns``, ``hi_ns``: int64 ``(d,)``, the union of the DTE bands of every target in ``dtes`` at
   each decision (:func:`sim.schedule.band_ns`): the expiry window each decision's chain covers.
-- :meth:`MarketPanel.chain` ``(k)``: decision ``k``'s chain as a chain table
+- :meth:`MarketPanel.chain` ``(k)``: decision ``k``'s calls as a chain table
   (:mod:`sim.data_source`), fetched on first use and memoized (:meth:`MarketPanel.prefetch`
   fetches many decisions in one bulk call).
 - :meth:`MarketPanel.option_closes`: an option's bar closes (settlement unit per coin) and the
@@ -86,7 +86,7 @@ class MarketPanel:
         if len(todo) == 0:
             return
         table = chain_table(self.source, self.underlying, self.decision_ns[todo],
-                            (self.lo_ns[todo], self.hi_ns[todo]))
+                            (self.lo_ns[todo], self.hi_ns[todo]), option_type="call")
         dec = table["decision"]
         bounds = np.searchsorted(dec, np.arange(len(todo) + 1), side="left")
         for i, k in enumerate(todo.tolist()):
@@ -96,7 +96,7 @@ class MarketPanel:
             self._chains[k] = part
 
     def chain(self, k: int) -> ChainTable:
-        """Decision ``k``'s chain (expiries in ``[lo_ns[k], hi_ns[k]]``) as a chain table."""
+        """Decision ``k``'s calls (expiries in ``[lo_ns[k], hi_ns[k]]``) as a chain table."""
         if k not in self._chains:
             self.prefetch([k])
         return self._chains[k]

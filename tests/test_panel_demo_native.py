@@ -61,6 +61,9 @@ def test_chain_table_uses_the_native_method_and_an_empty_range_has_no_rows():
     ("ETH-29MAR24-4000-P", "2024-03-01T05:00Z", "2024-03-29T08:00Z", "4h"),
     ("SOL_USDC-8MAR24-150-C", "2024-03-01T08:17Z", "2024-03-08T08:00Z", "1d"),
     ("XRP_USDC-3JAN31-1d5-C", "2030-12-30T00:00Z", "2031-02-01T00:00Z", "1h"),  # past the end of the data
+    ("ETH-10MAY24-3000-C", "2024-05-09T23:00Z", "2024-05-10T09:00Z", "1m"),
+    ("DOGE_USDC-10MAY24-0d15-C", "2024-05-03T08:00Z", "2024-05-12T00:00Z", "5m"),
+    ("BTC-29MAR24-70000-C", "2024-03-01T00:00Z", "2024-03-29T00:00Z", "1d"),      # the expiry inside a bar
 ])
 def test_native_marks_equal_the_ohlc_closes(name, start, end, timeframe):
     start, end = pd.Timestamp(start), pd.Timestamp(end)
@@ -76,3 +79,32 @@ def test_native_marks_of_an_empty_range():
     t = pd.Timestamp("2024-03-01T08:00Z")
     close_ns, closes = DEMO.get_option_marks("BTC-8MAR24-60000-C", t, t, "1h")
     assert close_ns.dtype == np.int64 and len(close_ns) == len(closes) == 0
+
+
+@pytest.mark.parametrize("option_type", ["call", "put"])
+@pytest.mark.parametrize("underlying", ["BTC", "XRP"])
+def test_one_side_of_the_native_table_equals_that_side_of_list_option_chain(underlying, option_type):
+    times = list(pd.date_range("2022-02-03T05:00Z", periods=4, freq="17h", tz="UTC"))
+    ranges = [schedule.dte_window(t, 10, 6) for t in times]
+    native = chain_table(DEMO, underlying, times, ranges, option_type=option_type)
+    default = _default(DEMO, underlying, times, ranges)
+    keep = default["option_type"] == option_type
+    assert set(native["option_type"].tolist()) == {option_type}
+    for name, dtype in CHAIN_COLUMNS.items():
+        if dtype is object:
+            assert native[name].tolist() == default[name][keep].tolist(), name
+        else:
+            np.testing.assert_array_equal(native[name], default[name][keep], err_msg=name)
+
+
+def test_the_default_table_keeps_one_side_when_asked():
+    t = pd.Timestamp("2024-03-01T09:00Z")
+    r = schedule.dte_window(t, 7, 2)
+
+    class PerItem:  # the demo without its bulk method
+        def list_option_chain(self, *args, **kwargs):
+            return DEMO.list_option_chain(*args, **kwargs)
+
+    calls = chain_table(PerItem(), "BTC", [t], [r], option_type="call")
+    assert calls["instrument_name"].tolist() == [o.instrument_name for o in DEMO.list_option_chain("BTC", t, r)
+                                                 if o.option_type == "call" and r[0] <= o.expiry <= r[1]]
