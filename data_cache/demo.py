@@ -593,10 +593,13 @@ class DemoMarket:
         price, logs = dp.price[days].copy(), dp.log_close[days].copy()
         inner = k != 0
         if inner.any():
-            uniq, inv = np.unique(days[inner], return_inverse=True)
+            if len(minutes) == 1:  # one instant (a chain, a settlement): no need to sort days
+                uniq, inv = days, np.zeros(1, dtype=np.int64)
+            else:
+                uniq, inv = np.unique(days[inner], return_inverse=True)
             x, _ = self._day_paths(sym, uniq, want_volume=False)
-            px = np.exp(x)
-            price[inner], logs[inner] = px[inv, k[inner]], x[inv, k[inner]]
+            xs = x[inv, k[inner]]
+            price[inner], logs[inner] = np.exp(xs), xs
         return price, logs
 
     def _sigma(self, sym: str, minutes: np.ndarray, logs: np.ndarray) -> np.ndarray:
