@@ -75,7 +75,8 @@ def main() -> None:
     print(f"research-path benchmark (median of {r}; demo market, BTC, 7 DTE / 0.25 delta; target <= 100 ms warm)")
     print(f"  {'':<40}{'before':>10}{'after':>10}")
     for name, before, after in rows:
-        print(f"  {name:<40}{before:>8.1f}ms{after:>8.1f}ms")
+        shown = "-" if before != before else f"{before:.1f}ms"
+        print(f"  {name:<40}{shown:>10}{after:>8.1f}ms")
     print(f"  {'backtest: bars / trades / no-trades':<40}{len(result.equity_curve):>10d} / "
           f"{len(result.trades)} / {len(result.no_trades)}")
 
