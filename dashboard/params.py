@@ -103,7 +103,8 @@ def quote(text: str, limit: int = SHOWN_CHARS) -> str:
         return "(empty)"
     runs = re.findall(r"`+", body)
     fence = "`" * (max(map(len, runs), default=0) + 1)
-    pad = " " if runs or body[0] == " " or body[-1] == " " else ""
+    # CommonMark strips one space from each end of a span unless it is all spaces: pad only then.
+    pad = " " if body.strip(" ") and (runs or body[0] == " " or body[-1] == " ") else ""
     return f"{fence}{pad}{body}{pad}{fence}"
 
 
