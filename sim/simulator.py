@@ -35,6 +35,7 @@ import pandas as pd
 
 from sim import schedule
 from sim.data_source import MarketDataSource, snapshot
+from sim.features import sell_price
 from sim.fees import call_payoff_per_coin, delivery_fee_per_coin, trade_fee_per_coin
 from sim.instruments import expiry_kind
 from sim.metrics import compute_metrics, max_drawdown_pct
@@ -219,9 +220,10 @@ class CoveredCallSimulator:
     # ------------------------------------------------------------------ one trade
 
     def _sell_price(self, o: OptionSnapshot) -> float:
-        """Fill when selling, per coin in the settlement unit: mid minus the given-up half-spread."""
-        mid = o.mid
-        return mid - self.config.half_spread_given_up * (mid - o.bid)
+        """Fill when selling, per coin in the settlement unit: mid minus the given-up half-spread
+        (:func:`sim.features.sell_price`, the one copy of the rule the samples' premiums use too)."""
+        return float(sell_price(o.bid, np.nan if o.ask is None else o.ask, o.mark_price,
+                                self.config.half_spread_given_up))
 
     def _buy_price(self, o: OptionSnapshot) -> float:
         """Fill when buying back: mid plus the given-up half-spread (the mark where there is no ask)."""
