@@ -32,6 +32,7 @@ import pandas as pd
 from sim import schedule
 from sim.data_source import MarketDataSource, settlement_estimate
 from sim.metrics import METRIC_KEYS, compute_metrics
+from sim.panel import MarketPanel, build_panel
 from sim.policies import Policy, never_sell, target_delta_policy
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig, OptionSnapshot, SimulatedTrade, Timeframe
@@ -157,8 +158,9 @@ def _row(cfg: CallSimulationConfig, metrics: dict, metric: str) -> dict:
     return row
 
 
-def _cell_row(source: MarketDataSource, cfg: CallSimulationConfig, policy: Policy, metric: str) -> dict:
-    return _row(cfg, CoveredCallSimulator(source, cfg).simulate_policy(policy).metrics, metric)
+def _cell_row(source: MarketDataSource, cfg: CallSimulationConfig, policy: Policy, metric: str,
+              panel: MarketPanel | None = None) -> dict:
+    return _row(cfg, CoveredCallSimulator(source, cfg, panel=panel).simulate_policy(policy).metrics, metric)
 
 
 def _cell_configs(base_config: CallSimulationConfig, deltas: Sequence[float],
@@ -188,9 +190,10 @@ def _row_in_worker(factory: Callable[[], MarketDataSource], sweep_id: str, confi
     key = pickle.dumps(factory)
     if _WORKER_MEMO.get("id") != sweep_id:
         _WORKER_MEMO.clear()
-        _WORKER_MEMO.update(id=sweep_id, shared=SharedMarketData(_WORKER_SOURCES[key], dtes, dte_tolerance))
-    shared = _WORKER_MEMO["shared"]
-    return [_cell_row(shared, cfg, policy, metric) for cfg in configs]
+        shared = SharedMarketData(_WORKER_SOURCES[key], dtes, dte_tolerance)
+        _WORKER_MEMO.update(id=sweep_id, shared=shared, panel=build_panel(shared, configs[0], dtes))
+    shared, panel = _WORKER_MEMO["shared"], _WORKER_MEMO["panel"]
+    return [_cell_row(shared, cfg, policy, metric, panel) for cfg in configs]
 
 
 def sweep_delta_dte(
@@ -237,10 +240,13 @@ def sweep_delta_dte(
                 progress(done / n_cells, f"delta {deltas[i]:g} done")
     else:
         shared = SharedMarketData(source, dtes, tol)
+        # One panel for every cell: spot, each decision's chain over the union of the cells' DTE
+        # bands, option closes and settlements are built once for the whole grid.
+        panel = build_panel(shared, base_config, dtes)
         done = 0
         for i, configs in enumerate(rows_cfg):
             for cfg in configs:
-                out[i].append(_cell_row(shared, cfg, policy, metric))
+                out[i].append(_cell_row(shared, cfg, policy, metric, panel))
                 done += 1
                 if progress is not None:
                     progress(done / n_cells, f"delta {cfg.target_delta:g}, DTE {cfg.target_dte:g} days")
