@@ -17,33 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_core import BACKTEST, WHAT_IF, median_ms  # noqa: E402 - the same runs, timed the same way
 from data_cache.demo import DemoMarket  # noqa: E402
 from sim.panel import build_panel  # noqa: E402
 from sim.simulator import CoveredCallSimulator  # noqa: E402
-from sim.types import CallSimulationConfig  # noqa: E402
 from tests import legacy_simulator  # noqa: E402
-
-BACKTEST = CallSimulationConfig(underlying="BTC", start="2023-01-01", end="2025-01-01", timeframe="1h",
-                                decision_interval_bars=4, target_dte=7, dte_tolerance=2, target_delta=0.25,
-                                delta_tolerance=0.05)
-WHAT_IF = CallSimulationConfig(underlying="BTC", start="2024-03-01T08:00Z", end="2024-03-02T08:00Z",
-                               timeframe="1h", decision_interval_bars=1, target_dte=7, target_delta=0.25)
-
-
-def median_ms(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
 
 
 def main() -> None:
