@@ -31,6 +31,13 @@ Conventions for every implementation:
   closes)``: the ``close`` column of ``get_option_ohlc`` for the same arguments as a float array
   (settlement unit per coin) and the instants each close is the price at (bar start + bar length,
   int64 ns), element for element; the simulator's panel falls back to ``get_option_ohlc``.
+- Optional bulk method ``get_option_marks_batch(instrument_names, start_ns, end_ns, timeframe)
+  -> (offsets, close_ns, closes)``: many mark paths in one call, in CSR form. Item ``i`` is
+  ``get_option_marks(instrument_names[i], start_ns[i], end_ns[i], timeframe)`` (``start_ns``,
+  ``end_ns`` int64 arrays of ns, UTC): its instants are ``close_ns[offsets[i]:offsets[i + 1]]``
+  and its closes ``closes[offsets[i]:offsets[i + 1]]``, element for element; ``offsets`` is
+  int64 of length ``len(instrument_names) + 1`` starting at 0. :func:`option_marks_batch` asks
+  any source, with a default built on ``get_option_marks`` or ``get_option_ohlc``.
 
 Chain table: a ``dict`` of equal-length 1-d numpy arrays, one row per listed option, rows
 grouped by decision in the order of ``as_of_ns`` and, inside a decision, in the order
@@ -69,7 +76,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from sim.types import OptionSnapshot, Timeframe
+from sim.types import OptionSnapshot, Timeframe, timeframe_delta
 
 
 class DataSourceError(RuntimeError):
@@ -169,6 +176,42 @@ def chain_table(source: object, underlying: str, as_of_times, expiry_ranges,
     if option_type is not None:
         chains = [[o for o in chain if o.option_type == option_type] for chain in chains]
     return chain_table_from_snapshots(chains, as_of_ns, lo_ns, hi_ns)
+
+
+def option_marks_batch(source: object, instrument_names: Sequence[str], start_ns, end_ns,
+                       timeframe: Timeframe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Many options' mark paths at once as ``(offsets, close_ns, closes)`` (module docstring, CSR
+    form): item ``i`` covers bars starting in ``[start_ns[i], end_ns[i])``. Uses the source's
+    ``get_option_marks_batch`` when it has one, else ``get_option_marks`` (or the ``close`` column
+    of ``get_option_ohlc``, placed at bar start + bar length) item by item."""
+    start_ns = np.asarray(start_ns, dtype=np.int64)
+    end_ns = np.asarray(end_ns, dtype=np.int64)
+    names = list(instrument_names)
+    if not len(names) == len(start_ns) == len(end_ns):
+        raise ValueError(f"option_marks_batch: {len(names)} names but {len(start_ns)} starts and "
+                         f"{len(end_ns)} ends")
+    bulk = getattr(source, "get_option_marks_batch", None)
+    if bulk is not None:
+        offsets, close_ns, closes = bulk(names, start_ns, end_ns, timeframe)
+        return (np.asarray(offsets, dtype=np.int64), np.asarray(close_ns, dtype=np.int64),
+                np.asarray(closes, dtype=np.float64))
+    one = getattr(source, "get_option_marks", None)
+    bar_ns = pd.Timedelta(timeframe_delta(timeframe)).value
+    parts_t, parts_v = [], []
+    for name, s, e in zip(names, start_ns.tolist(), end_ns.tolist(), strict=True):
+        start, end = pd.Timestamp(s, tz="UTC"), pd.Timestamp(e, tz="UTC")
+        if one is not None:
+            t, v = one(name, start, end, timeframe)
+        else:
+            ohlc = source.get_option_ohlc(name, start, end, timeframe)
+            t, v = ohlc.index.as_unit("ns").asi8 + bar_ns, ohlc["close"].to_numpy(dtype=float)
+        parts_t.append(np.asarray(t, dtype=np.int64))
+        parts_v.append(np.asarray(v, dtype=np.float64))
+    offsets = np.zeros(len(names) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in parts_t], out=offsets[1:])
+    if not parts_t:
+        return offsets, np.empty(0, dtype=np.int64), np.empty(0)
+    return offsets, np.concatenate(parts_t), np.concatenate(parts_v)
 
 
 def snapshot(table: ChainTable, row: int, underlying: str) -> OptionSnapshot:
