@@ -20,10 +20,12 @@ windows into one out-of-sample equity curve to compare with the best cell chosen
 
 from __future__ import annotations
 
+import functools
 import pickle
+import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,8 +33,10 @@ import pandas as pd
 
 from sim import schedule
 from sim.data_source import MarketDataSource, settlement_estimate
+from sim.grid import grid_metrics, panel_for
 from sim.metrics import METRIC_KEYS, compute_metrics
-from sim.panel import MarketPanel, build_panel
+from sim.panel import MarketPanel
+from sim.parallel import chunk, executor_workers, run_chunks
 from sim.policies import Policy, never_sell, target_delta_policy
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig, OptionSnapshot, SimulatedTrade, Timeframe
@@ -158,49 +162,113 @@ def _row(cfg: CallSimulationConfig, metrics: dict, metric: str) -> dict:
     return row
 
 
-def _cell_row(source: MarketDataSource, cfg: CallSimulationConfig, policy: Policy, metric: str,
-              panel: MarketPanel | None = None) -> dict:
-    return _row(cfg, CoveredCallSimulator(source, cfg, panel=panel).simulate_policy(policy).metrics, metric)
-
-
 def _cell_configs(base_config: CallSimulationConfig, deltas: Sequence[float],
                   dtes: Sequence[float]) -> list[list[CallSimulationConfig]]:
     """One config per cell, deltas outer; a value a config rejects raises its :class:`ConfigError`."""
     return [[replace(base_config, target_delta=d, target_dte=n) for n in dtes] for d in deltas]
 
 
-# In a worker process of a pool: sources built by their factories, and the memo of the current sweep.
+# In a worker process (a local pool's or a Dask worker's): sources built by their factories, and the
+# memo of the current run (one sweep or walk-forward), shared by that run's chunks in this worker.
 _WORKER_SOURCES: dict[bytes, MarketDataSource] = {}
-_WORKER_MEMO: dict[str, object] = {}
+_WORKER_RUN: dict[str, object] = {}
+_WORKER_LOCK = threading.Lock()   # a Dask worker may run several tasks at once, in threads
 
 
 def prepare_worker(factory: Callable[[], MarketDataSource]) -> bool:
     """Build ``factory``'s source in a pool worker ahead of a sweep (submit it to warm a new pool)."""
-    key = pickle.dumps(factory)
-    if key not in _WORKER_SOURCES:
-        _WORKER_SOURCES.clear()
-        _WORKER_SOURCES[key] = factory()
+    with _WORKER_LOCK:
+        _worker_source(factory)
     return True
 
 
-def _row_in_worker(factory: Callable[[], MarketDataSource], sweep_id: str, configs: list[CallSimulationConfig],
-                   policy: Policy, metric: str, dtes: tuple[float, ...], dte_tolerance: float) -> list[dict]:
-    """One row of the grid in a pool worker, sharing one memo with the sweep's other rows in this worker."""
-    prepare_worker(factory)
+def _worker_source(factory: Callable[[], MarketDataSource]) -> MarketDataSource:
     key = pickle.dumps(factory)
-    if _WORKER_MEMO.get("id") != sweep_id:
-        _WORKER_MEMO.clear()
-        shared = SharedMarketData(_WORKER_SOURCES[key], dtes, dte_tolerance)
-        _WORKER_MEMO.update(id=sweep_id, shared=shared, panel=build_panel(shared, configs[0], dtes))
-    shared, panel = _WORKER_MEMO["shared"], _WORKER_MEMO["panel"]
-    return [_cell_row(shared, cfg, policy, metric, panel) for cfg in configs]
+    if key not in _WORKER_SOURCES:
+        _WORKER_SOURCES.clear()
+        _WORKER_RUN.clear()
+        _WORKER_SOURCES[key] = factory()
+    return _WORKER_SOURCES[key]
+
+
+def _in_worker(factory: Callable[[], MarketDataSource], run_id: str, dtes: tuple[float, ...], tol: float,
+               panel_cells: list[CallSimulationConfig] | None, fn: Callable, *args):
+    """``fn(shared, panel, *args)`` in a worker, on this worker's memo of run ``run_id`` (built on the
+    first chunk of the run it sees; the panel, over every cell of ``panel_cells``, on the first chunk
+    that needs one)."""
+    with _WORKER_LOCK:
+        source = _worker_source(factory)
+        if _WORKER_RUN.get("id") != run_id:
+            _WORKER_RUN.clear()
+            _WORKER_RUN.update(id=run_id, shared=SharedMarketData(source, dtes, tol), panel=None)
+        shared = _WORKER_RUN["shared"]
+        if panel_cells is not None and _WORKER_RUN["panel"] is None:
+            _WORKER_RUN["panel"] = panel_for(shared, panel_cells)
+        panel = _WORKER_RUN["panel"] if panel_cells is not None else None
+    return fn(shared, panel, *args)
+
+
+class _Runner:
+    """Where the chunks of one run go: in this process on one memo (and one panel over
+    ``panel_cells``), or to ``executor`` with ``source_factory`` building the source in each worker.
+
+    A chunk is ``fn(shared, panel, *args)`` with ``fn`` a module-level function (picklable); either
+    way it computes the same numbers: the same functions on an equal memo and panel.
+    """
+
+    def __init__(self, source, dtes: Sequence[float], tol: float, panel_cells: list[CallSimulationConfig],
+                 executor: Executor | None, source_factory: Callable[[], MarketDataSource] | None):
+        self.pooled = executor is not None and source_factory is not None
+        self.executor = executor if self.pooled else None
+        self.factory = source_factory
+        self.dtes, self.tol = tuple(float(d) for d in dtes), float(tol)
+        self.panel_cells = list(panel_cells)
+        self.run_id = uuid.uuid4().hex
+        self.shared = None if self.pooled else SharedMarketData(source, self.dtes, self.tol)
+        self._panel: MarketPanel | None = None
+
+    @property
+    def workers(self) -> int:
+        return executor_workers(self.executor)
+
+    def panel(self) -> MarketPanel:
+        if self._panel is None:
+            self._panel = panel_for(self.shared, self.panel_cells)
+        return self._panel
+
+    def _here(self, fn: Callable, panel: bool, *args):
+        return fn(self.shared, self.panel() if panel else None, *args)
+
+    def task(self, fn: Callable, *args, panel: bool = False) -> Callable[[], object]:
+        if self.pooled:
+            return functools.partial(_in_worker, self.factory, self.run_id, self.dtes, self.tol,
+                                     self.panel_cells if panel else None, fn, *args)
+        return functools.partial(self._here, fn, panel, *args)
+
+    def run(self, tasks: Sequence[Callable[[], object]], progress: Callable[[int, int, int], None] | None = None):
+        return run_chunks(tasks, self.executor, progress=progress)
+
+
+def _cells_rows(shared, panel: MarketPanel, cells: list[CallSimulationConfig], policy: Policy,
+                metric: str) -> list[dict]:
+    """The sweep rows of a chunk of cells, on one panel (:func:`sim.grid.grid_metrics`)."""
+    return [_row(cfg, m, metric) for cfg, m in zip(cells, grid_metrics(shared, cells, policy, panel), strict=True)]
+
+
+def _n_chunks(runner: _Runner, n_cells: int, n_rows: int, chunks: int | None) -> int:
+    """Chunks of a grid: as asked; in process one per delta (a row); in workers two per worker (so a
+    slow chunk is not the last), never more than the cells."""
+    if chunks is not None:
+        check(isinstance(chunks, int) and chunks >= 1, "chunks", chunks, "a whole number >= 1")
+        return min(chunks, n_cells)
+    return min(n_cells, 2 * runner.workers if runner.pooled else n_rows)
 
 
 def sweep_delta_dte(
     source: MarketDataSource, base_config: CallSimulationConfig, deltas: Sequence[float], dtes: Sequence[float],
     metric: str = "excess_return_pct", policy: Policy = target_delta_policy,
     progress: ProgressCallback | None = None, executor: Executor | None = None,
-    source_factory: Callable[[], MarketDataSource] | None = None,
+    source_factory: Callable[[], MarketDataSource] | None = None, chunks: int | None = None,
 ) -> pd.DataFrame:
     """Backtest ``base_config`` at every ``target_delta`` in ``deltas`` x ``target_dte`` in ``dtes``.
 
@@ -209,48 +277,39 @@ def sweep_delta_dte(
     ``target_dte`` (days), ``value`` (the cell's ``metric``, any key of
     :data:`sim.metrics.METRIC_KEYS`; :data:`SWEEP_METRICS` has the usual ones), then every metric
     of :data:`SWEEP_COLUMNS` (units as in :mod:`sim.metrics`; ``n_no_trade`` = ``n_no_trade_decisions``).
-    ``progress(fraction_done, message)`` is called as cells (or rows) finish. A value a cell's
+    ``progress(fraction_done, message)`` is called as chunks of cells finish. A value a cell's
     config rejects, an empty or repeating list and an unknown metric raise
     :class:`~sim.validation.ConfigError` (a ``ValueError``) naming the field before anything runs.
 
-    With an ``executor`` (e.g. a ``ProcessPoolExecutor``) and a picklable ``source_factory`` that
-    builds an equivalent source in a worker (e.g. ``functools.partial(DemoMarket, seed=0)``), the
-    rows (one per delta) run in parallel; ``policy`` must then be picklable too. The numbers are
-    the same either way.
+    The cells are cut into ``chunks`` runs of consecutive cells (default: one per delta in this
+    process, two per worker with an executor), each computed by :func:`sim.grid.grid_metrics` on
+    one panel covering every cell. With an ``executor`` (a ``concurrent.futures`` executor: local
+    processes, :class:`sim.parallel.RestartablePool`, or a Dask client's ``get_executor()``) and a
+    picklable ``source_factory`` that builds an equivalent source in a worker (e.g.
+    ``functools.partial(DemoMarket, seed=0)``), the chunks run there (:func:`sim.parallel.run_chunks`:
+    a chunk whose worker died is computed again); ``policy`` must then be picklable too. Each worker
+    builds the panel once per sweep. The numbers are the same in every mode, for any number of
+    workers and chunks.
     """
     deltas, dtes = _check_grid("deltas", deltas), _check_grid("dtes", dtes)
     check_metric(metric)
     rows_cfg = _cell_configs(base_config, deltas, dtes)
-    deltas = [row[0].target_delta for row in rows_cfg]
+    cells = [cfg for row in rows_cfg for cfg in row]
     dtes = [cfg.target_dte for cfg in rows_cfg[0]]
-    tol = base_config.dte_tolerance
-    n_cells = len(deltas) * len(dtes)
-    out: list[list[dict]] = [[] for _ in deltas]
-    if executor is not None and source_factory is not None and len(deltas) > 1:
-        sweep_id = uuid.uuid4().hex
-        futures = {executor.submit(_row_in_worker, source_factory, sweep_id, configs, policy, metric,
-                                   tuple(dtes), tol): i
-                   for i, configs in enumerate(rows_cfg)}
-        done = 0
-        for future in as_completed(futures):
-            i = futures[future]
-            out[i] = future.result()
-            done += len(out[i])
-            if progress is not None:
-                progress(done / n_cells, f"delta {deltas[i]:g} done")
-    else:
-        shared = SharedMarketData(source, dtes, tol)
-        # One panel for every cell: spot, each decision's chain over the union of the cells' DTE
-        # bands, option closes and settlements are built once for the whole grid.
-        panel = build_panel(shared, base_config, dtes)
-        done = 0
-        for i, configs in enumerate(rows_cfg):
-            for cfg in configs:
-                out[i].append(_cell_row(shared, cfg, policy, metric, panel))
-                done += 1
-                if progress is not None:
-                    progress(done / n_cells, f"delta {cfg.target_delta:g}, DTE {cfg.target_dte:g} days")
-    return pd.DataFrame([row for rows in out for row in rows], columns=list(ROW_COLUMNS))
+    pooled = executor if len(cells) > 1 else None
+    runner = _Runner(source, dtes, base_config.dte_tolerance, cells, pooled, source_factory)
+    parts = chunk(cells, _n_chunks(runner, len(cells), len(rows_cfg), chunks))
+    tasks = [runner.task(_cells_rows, part, policy, metric, panel=True) for part in parts]
+    done = [0]
+
+    def tick(_: int, __: int, i: int) -> None:
+        done[0] += len(parts[i])
+        if progress is not None:
+            last = parts[i][-1]
+            progress(done[0] / len(cells), f"delta {last.target_delta:g}, DTE {last.target_dte:g} days")
+
+    rows = [row for part in runner.run(tasks, tick) for row in part]
+    return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
 
 
 def best_cell(frame: pd.DataFrame, metric: str = "excess_return_pct") -> pd.Series | None:
@@ -432,10 +491,26 @@ def stitch_equity(curves: Sequence[pd.DataFrame], initial_position: float) -> pd
     return out
 
 
+def _train_rows(shared, _panel, cells: list[CallSimulationConfig], start: pd.Timestamp, end: pd.Timestamp,
+                policy: Policy, metric: str) -> list[dict]:
+    """The training rows of a chunk of cells on one window (each with ``n_sold``)."""
+    rows = []
+    for cfg in cells:
+        run = run_window(shared, cfg, start, end, policy)
+        rows.append({**_row(cfg, run.metrics, metric), "n_sold": run.n_sold})
+    return rows
+
+
+def _window_run(shared, _panel, cfg: CallSimulationConfig, start: pd.Timestamp, end: pd.Timestamp,
+                policy: Policy) -> WindowRun:
+    return run_window(shared, cfg, start, end, policy)
+
+
 def walk_forward(
     source: MarketDataSource, base_config: CallSimulationConfig, deltas: Sequence[float], dtes: Sequence[float],
     train_days: int, test_days: int, metric: str = "excess_return_pct", policy: Policy = target_delta_policy,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None, executor: Executor | None = None,
+    source_factory: Callable[[], MarketDataSource] | None = None, chunks: int | None = None,
 ) -> WalkForwardResult:
     """Choose the best cell on each training window, trade it on the test window after, roll forward.
 
@@ -445,17 +520,30 @@ def walk_forward(
     sold a call, or ``metric`` is NaN in every cell, the window's cell is None (with the reason) and
     its test window holds the coins (the ``never_sell`` policy). The test windows are stitched by
     :func:`stitch_equity` into ``oos_equity_curve`` and measured with
-    :func:`sim.metrics.compute_metrics`. ``full_best`` is the best cell of the whole range. All runs
-    share one :class:`SharedMarketData`, so the windows reuse fetched data. Bad grids, metric or
-    window lengths raise :class:`ConfigError` before anything runs.
+    :func:`sim.metrics.compute_metrics`. ``full_best`` is the best cell of the whole range. In this
+    process all runs share one :class:`SharedMarketData`, so the windows reuse fetched data. Bad
+    grids, metric or window lengths raise :class:`ConfigError` before anything runs.
+
+    With ``executor`` and ``source_factory`` (as in :func:`sweep_delta_dte`) the work is split by
+    window and by cell: first every (training window, chunk of cells) and the whole-range grid's
+    chunks, then, the choices made (each from its own window's rows only), every test window and
+    the hindsight best's run over the out-of-sample span. ``chunks`` is the number of cell chunks
+    per training window (default: one per delta in this process; enough to give every worker two
+    tasks otherwise). The result is the same in every mode and for any number of workers.
     """
     deltas, dtes = _check_grid("deltas", deltas), _check_grid("dtes", dtes)
     check_metric(metric)
     rows_cfg = _cell_configs(base_config, deltas, dtes)
     cells = [cfg for row in rows_cfg for cfg in row]
     windows = walk_forward_windows(base_config, train_days, test_days)
-    shared = SharedMarketData(source, [c.target_dte for c in rows_cfg[0]], base_config.dte_tolerance)
-    total = len(windows) * (len(cells) + 1) + len(cells) + 1
+    runner = _Runner(source, [c.target_dte for c in rows_cfg[0]], base_config.dte_tolerance, cells, executor,
+                     source_factory)
+    if chunks is None and runner.pooled:   # two tasks per worker over the windows' chunks
+        chunks = max(1, -(-2 * runner.workers // len(windows)))
+    per_window = chunk(cells, _n_chunks(runner, len(cells), len(rows_cfg), chunks))
+    grid_parts = chunk(cells, _n_chunks(runner, len(cells), len(rows_cfg), None))
+    train_tasks = [(k, part) for k in range(len(windows)) for part in per_window]
+    total = len(train_tasks) + len(grid_parts) + len(windows) + 1
     done = [0]
 
     def tick(message: str) -> None:
@@ -463,45 +551,66 @@ def walk_forward(
         if progress is not None:
             progress(min(done[0] / total, 1.0), message)
 
-    out: list[WalkForwardWindow] = []
-    for train_start, train_end, test_start, test_end in windows:
-        rows = []
-        for cfg in cells:
-            run = run_window(shared, cfg, train_start, train_end, policy)
-            rows.append({**_row(cfg, run.metrics, metric), "n_sold": run.n_sold})
-            tick(f"training {train_start:%Y-%m-%d}: delta {cfg.target_delta:g}, DTE {cfg.target_dte:g}")
+    # Phase 1: every training window's cells, and the whole range's grid (the heatmap).
+    tasks = [runner.task(_train_rows, part, windows[k][0], windows[k][1], policy, metric) for k, part in train_tasks]
+    tasks += [runner.task(_cells_rows, part, policy, metric, panel=True) for part in grid_parts]
+
+    def tick_first(_: int, __: int, i: int) -> None:
+        if i < len(train_tasks):
+            tick(f"training {windows[train_tasks[i][0]][0]:%Y-%m-%d}: {len(train_tasks[i][1])} cells")
+        else:
+            tick("whole range")
+
+    first = runner.run(tasks, tick_first)
+    window_rows: list[list[dict]] = [[] for _ in windows]
+    for (k, _), rows in zip(train_tasks, first, strict=False):
+        window_rows[k].extend(rows)
+    full_grid = pd.DataFrame([row for part in first[len(train_tasks):] for row in part], columns=list(ROW_COLUMNS))
+
+    # The choices: each window's from its own training rows alone.
+    chosen: list[tuple[CallSimulationConfig | None, pd.DataFrame, pd.Series | None, str | None]] = []
+    for rows in window_rows:
         grid = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "n_sold"])
         best = best_cell(grid, metric) if grid["n_sold"].sum() > 0 else None
         if best is None:
             reason = NO_TRADE_REASON if grid["n_sold"].sum() == 0 else f"{metric} is undefined in every cell"
-            test_run = run_window(shared, base_config, test_start, test_end, never_sell)
-            window = WalkForwardWindow(train_start, train_end, test_start, test_end, None, None, float("nan"),
-                                       reason, None, test_run.metrics, grid, test_run)
+            chosen.append((None, grid, None, reason))
         else:
-            chosen = replace(base_config, target_delta=float(best["target_delta"]),
-                             target_dte=float(best["target_dte"]))
-            in_sample = _metrics_of(best)
-            test_run = run_window(shared, chosen, test_start, test_end, policy)
-            window = WalkForwardWindow(train_start, train_end, test_start, test_end, chosen.target_delta,
-                                       chosen.target_dte, float(best["value"]), None, in_sample, test_run.metrics,
-                                       grid, test_run)
-        tick(f"testing {test_start:%Y-%m-%d}")
-        out.append(window)
+            cfg = replace(base_config, target_delta=float(best["target_delta"]), target_dte=float(best["target_dte"]))
+            chosen.append((cfg, grid, best, None))
+    full = best_cell(full_grid, metric)
+    full_cfg = None if full is None else replace(base_config, target_delta=float(full["target_delta"]),
+                                                 target_dte=float(full["target_dte"]))
+
+    # Phase 2: every test window with its chosen cell (or holding the coins), and the hindsight best's span.
+    tasks = [runner.task(_window_run, base_config if cfg is None else cfg, w[2], w[3],
+                         never_sell if cfg is None else policy)
+             for (cfg, _, _, _), w in zip(chosen, windows, strict=True)]
+    if full_cfg is not None:
+        tasks.append(runner.task(_window_run, full_cfg, windows[0][2], windows[-1][3], policy))
+    runs = runner.run(tasks, lambda _, __, i: tick(f"testing {windows[i][2]:%Y-%m-%d}" if i < len(windows)
+                                                    else "hindsight best"))
+
+    out: list[WalkForwardWindow] = []
+    for (train_start, train_end, test_start, test_end), (cfg, grid, best, reason), test_run in zip(
+            windows, chosen, runs, strict=False):
+        if cfg is None:
+            out.append(WalkForwardWindow(train_start, train_end, test_start, test_end, None, None, float("nan"),
+                                         reason, None, test_run.metrics, grid, test_run))
+        else:
+            out.append(WalkForwardWindow(train_start, train_end, test_start, test_end, cfg.target_delta,
+                                         cfg.target_dte, float(best["value"]), None, _metrics_of(best),
+                                         test_run.metrics, grid, test_run))
 
     curve = stitch_equity([w.test_run.equity_curve for w in out], base_config.initial_spot_position)
     oos_trades = [t for w in out for t in w.test_run.trades]
     oos_metrics = compute_metrics(curve, oos_trades, base_config.risk_free_rate,
                                   n_no_trade=sum(w.test_run.n_no_trade for w in out))
-
-    full_grid = pd.DataFrame([_cell_row(shared, cfg, policy, metric) for cfg in cells], columns=list(ROW_COLUMNS))
-    tick("whole range")
-    full = best_cell(full_grid, metric)
     full_best = None
-    if full is not None:
-        cfg = replace(base_config, target_delta=float(full["target_delta"]), target_dte=float(full["target_dte"]))
-        same_span = run_window(shared, cfg, windows[0][2], windows[-1][3], policy)
-        full_best = {"target_delta": cfg.target_delta, "target_dte": cfg.target_dte, "value": float(full["value"]),
-                     "metrics": _metrics_of(full), "same_span_metrics": same_span.metrics}
+    if full_cfg is not None:
+        full_best = {"target_delta": full_cfg.target_delta, "target_dte": full_cfg.target_dte,
+                     "value": float(full["value"]), "metrics": _metrics_of(full),
+                     "same_span_metrics": runs[len(windows)].metrics}
     if progress is not None:
         progress(1.0, "done")
     return WalkForwardResult(metric=metric, train_days=_window_days(train_days, "train_days"),
