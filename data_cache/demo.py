@@ -48,20 +48,28 @@ from data_cache.demo_surface import (
     DailyPath,
     atm_vol,
     basis_rate,
+    black76_r0,
     instant_vol,
     inverse_tick,
     linear_tick,
+    moneyness_scale,
     round_quotes,
     simulate_daily,
+    smile_iv,
     spread_vol,
+    step_unit,
     strike_grid,
+    strike_grid_batch,
     strike_step,
+    strike_step_array,
     surface_iv,
 )
-from sim.data_source import CHAIN_COLUMNS, empty_chain_table
+from sim.data_source import empty_chain_table
 from sim.fees import option_payoff_per_coin
 from sim.instruments import (
     SettlementStyle,
+    format_expiry_code,
+    format_strike,
     instrument_name,
     listed_expiries,
     parse_instrument_name,
@@ -105,6 +113,29 @@ def _expiries_after(first_expiry_ns: int) -> tuple[pd.Timestamp, ...]:
     is at 08:00 UTC and those at or before ``as_of`` are not listed), so it is cached by it.
     """
     return tuple(listed_expiries(pd.Timestamp(first_expiry_ns - _MIN_NS, tz="UTC")))
+
+
+@functools.lru_cache(maxsize=4_096)
+def _expiry_ns_after(first_expiry_ns: int) -> tuple[int, ...]:
+    """:func:`_expiries_after` as int64 ns since the epoch (UTC)."""
+    return tuple(e.as_unit("ns").value for e in _expiries_after(first_expiry_ns))
+
+
+def _names_of(sym: str, settlement: SettlementStyle, expiry_ns: np.ndarray, strike: np.ndarray,
+              puts: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Object arrays of the call and (with ``puts``, else None) put names of options with expiries
+    ``expiry_ns`` (int64 ns UTC) and strikes ``strike`` (USD): :func:`instrument_name`'s text,
+    formatted once per distinct (expiry, strike) rather than once per row."""
+    e_codes, e_uniq = pd.factorize(expiry_ns)
+    k_codes, k_uniq = pd.factorize(strike)
+    codes, keys = pd.factorize(e_codes.astype(np.int64) * max(len(k_uniq), 1) + k_codes)
+    prefix = sym if settlement == "inverse" else f"{sym}_USDC"
+    e_text = [f"{prefix}-{format_expiry_code(pd.Timestamp(v, tz='UTC'))}-" for v in e_uniq.tolist()]
+    k_text = [format_strike(k) for k in k_uniq.tolist()]
+    ke, kk = np.divmod(keys, max(len(k_uniq), 1))
+    base = [e_text[a] + k_text[b] for a, b in zip(ke.tolist(), kk.tolist(), strict=True)]
+    calls = np.array([b + "-C" for b in base], dtype=object)[codes]
+    return calls, (np.array([b + "-P" for b in base], dtype=object)[codes] if puts else None)
 
 
 def _ns(value, name: str, clip_end: bool = False) -> int:
@@ -273,52 +304,136 @@ class DemoMarket:
 
     def get_chain_table(self, underlying: str, as_of_ns, lo_ns, hi_ns,
                         option_type: str | None = None) -> dict[str, np.ndarray]:
-        """The chains at instants ``as_of_ns`` (int64 ns) with expiries in ``[lo_ns[i], hi_ns[i]]``
-        as one chain table (:mod:`sim.data_source`): row for row what :meth:`list_option_chain`
-        lists there, priced as arrays, without building an :class:`OptionSnapshot` per option.
-        ``option_type="call"`` prices and keeps the calls only (the puts' rows are left out)."""
+        """The chains at instants ``as_of_ns`` (int64 ns UTC) with expiries in ``[lo_ns[i], hi_ns[i]]``
+        (int64 ns UTC, inclusive) as one chain table (:mod:`sim.data_source`): row for row what
+        :meth:`list_option_chain` lists there, priced as arrays for all instants at once (no loop
+        over instants), without building an :class:`OptionSnapshot` per option. Prices in the
+        settlement unit per coin (coin for BTC/ETH, USDC for the linear coins), strikes, forward
+        and index in USD. ``option_type="call"`` prices and keeps the calls only (the puts' rows
+        are left out); ``"put"`` keeps the puts."""
         calls_only = option_type == "call"
         sym = self._symbol(underlying)
         settlement = underlying_spec(sym).settlement
-        parts = []
-        for i, (t, lo, hi) in enumerate(zip(np.asarray(as_of_ns, dtype=np.int64).tolist(),
-                                            np.asarray(lo_ns).tolist(), np.asarray(hi_ns).tolist(), strict=True)):
-            chain = self._chain_arrays(sym, _ns(pd.Timestamp(t, tz="UTC"), "as_of"), lo, hi, puts=not calls_only)
-            if chain is None:
-                continue
-            expiries, spot, K, ei, F, iv, mark_c, delta_c, mark_p, delta_p, (bc, ac), (bp, ap) = chain
-            n = len(K)
-            names = [_option_names(sym, expiries[e], k, settlement)
-                     for k, e in zip(K.tolist(), ei.tolist(), strict=True)]
-            exp_ns = np.array([e.as_unit("ns").value for e in expiries], dtype=np.int64)[ei]
-            if calls_only:
-                parts.append({
-                    "decision": np.full(n, i, dtype=np.int64), "decision_ns": np.full(n, t, dtype=np.int64),
-                    "instrument_name": np.array([cp[0] for cp in names], dtype=object),
-                    "option_type": np.full(n, "call", dtype=object), "expiry_ns": exp_ns, "strike": K,
-                    "bid": bc, "ask": ac, "mark": mark_c, "iv": iv, "delta": delta_c, "forward": F,
-                    "index": np.full(n, float(spot)), "settlement": np.full(n, settlement, dtype=object),
-                    "price_source": np.full(n, "model", dtype=object),
-                })
-                continue
-            pair = _interleave
-            parts.append({
-                "decision": np.full(2 * n, i, dtype=np.int64), "decision_ns": np.full(2 * n, t, dtype=np.int64),
-                "instrument_name": np.array([x for cp in names for x in cp], dtype=object),
-                "option_type": np.array(["call", "put"] * n, dtype=object),
-                "expiry_ns": pair(exp_ns, exp_ns), "strike": pair(K, K), "bid": pair(bc, bp), "ask": pair(ac, ap),
-                "mark": pair(mark_c, mark_p), "iv": pair(iv, iv), "delta": pair(delta_c, delta_p),
-                "forward": pair(F, F), "index": np.full(2 * n, float(spot)),
-                "settlement": np.full(2 * n, settlement, dtype=object),
-                "price_source": np.full(2 * n, "model", dtype=object),
-            })
-        if not parts:
+        t_ns = np.asarray(as_of_ns, dtype=np.int64).reshape(-1)
+        lo_ns, hi_ns = (np.asarray(a).reshape(-1) for a in (lo_ns, hi_ns))
+        if not len(t_ns) == len(lo_ns) == len(hi_ns):
+            raise ValueError(f"get_chain_table: {len(t_ns)} instants but {len(lo_ns)} lows and {len(hi_ns)} highs")
+        outside = (t_ns < _EPOCH_NS) | (t_ns > _END_NS)
+        if outside.any():  # raises the error list_option_chain gives for the first such instant
+            _ns(pd.Timestamp(int(t_ns[np.flatnonzero(outside)[0]]), tz="UTC"), "as_of")
+        c = self._chain_batch(sym, t_ns, lo_ns, hi_ns, puts=not calls_only)
+        if c is None:
             return empty_chain_table()
-        table = {name: np.concatenate([p[name] for p in parts]) for name in CHAIN_COLUMNS}
-        if option_type is not None and not calls_only:
+        inst = c["instant"]
+        n = len(inst)
+        call_names, put_names = _names_of(sym, settlement, c["expiry_ns"], c["strike"], puts=not calls_only)
+        if calls_only:
+            return {
+                "decision": inst, "decision_ns": t_ns[inst], "instrument_name": call_names,
+                "option_type": np.full(n, "call", dtype=object), "expiry_ns": c["expiry_ns"], "strike": c["strike"],
+                "bid": c["bid_c"], "ask": c["ask_c"], "mark": c["mark_c"], "iv": c["iv"], "delta": c["delta_c"],
+                "forward": c["forward"], "index": c["index"], "settlement": np.full(n, settlement, dtype=object),
+                "price_source": np.full(n, "model", dtype=object),
+            }
+        pair = _interleave
+        table = {
+            "decision": pair(inst, inst), "decision_ns": pair(t_ns[inst], t_ns[inst]),
+            "instrument_name": pair(call_names, put_names),
+            "option_type": np.array(["call", "put"] * n, dtype=object),
+            "expiry_ns": pair(c["expiry_ns"], c["expiry_ns"]), "strike": pair(c["strike"], c["strike"]),
+            "bid": pair(c["bid_c"], c["bid_p"]), "ask": pair(c["ask_c"], c["ask_p"]),
+            "mark": pair(c["mark_c"], c["mark_p"]), "iv": pair(c["iv"], c["iv"]),
+            "delta": pair(c["delta_c"], c["delta_p"]), "forward": pair(c["forward"], c["forward"]),
+            "index": pair(c["index"], c["index"]), "settlement": np.full(2 * n, settlement, dtype=object),
+            "price_source": np.full(2 * n, "model", dtype=object),
+        }
+        if option_type is not None:
             keep = table["option_type"] == option_type
             table = {name: col[keep] for name, col in table.items()}
         return table
+
+    def _chain_batch(self, sym: str, t_ns: np.ndarray, lo_ns: np.ndarray, hi_ns: np.ndarray, puts: bool):
+        """The chains at instants ``t_ns`` (int64 ns, inside the data) with expiries in
+        ``[lo_ns, hi_ns]``, for all instants at once: a dict of per-row arrays (``instant``: index
+        into ``t_ns``; ``expiry_ns``, ``strike``, ``forward``, ``index``, ``iv``, ``mark_c``,
+        ``delta_c``, ``bid_c``, ``ask_c`` and, with ``puts``, the ``_p`` ones), rows sorted by instant,
+        expiry, strike. The same numbers as :meth:`_chain_arrays` at each instant, bit for bit: the
+        same operations, done once per (instant, expiry) pair where they depend on the pair only.
+        None when no instant lists an expiry in its range.
+        """
+        p = COINS[sym]
+        settlement = underlying_spec(sym).settlement
+        day_ns = _DAY_MIN * _MIN_NS
+        first = t_ns - (t_ns - _EPOCH_NS) % day_ns + 8 * 60 * _MIN_NS  # the next 08:00 UTC expiry
+        first = np.where(first > t_ns, first, first + day_ns)
+        uniq, inv = np.unique(first, return_inverse=True)
+        lists = [_expiry_ns_after(f) for f in uniq.tolist()]
+        listed = np.full((len(uniq), max(len(x) for x in lists)), np.iinfo(np.int64).max)
+        is_listed = np.zeros(listed.shape, dtype=bool)
+        for r, x in enumerate(lists):
+            listed[r, :len(x)], is_listed[r, :len(x)] = x, True
+        exp_m, ok = listed[inv], is_listed[inv]
+        ok &= (lo_ns[:, None] <= exp_m) & (exp_m <= hi_ns[:, None])
+        inst, col = np.nonzero(ok)  # (instant, expiry) pairs, row-major: by instant, then expiry
+        if len(inst) == 0:
+            return None
+        exp_ns = exp_m[inst, col]
+        spot_i, sigma_i = self._state_at(sym, (t_ns - _EPOCH_NS) // _MIN_NS)
+        basis_i = basis_rate(p, (t_ns - _EPOCH_NS) / _YEAR_NS)
+
+        # Per pair: what _chain_arrays computes per expiry (and _model again per strike)
+        spot = spot_i[inst]
+        T = (exp_ns - t_ns[inst]) / _YEAR_NS
+        F = spot * np.exp(basis_i[inst] * T)
+        atm = atm_vol(sigma_i[inst], p.vol, T, p.vrp)
+        w = atm * (1.0 + 9.0 * p.curvature) * np.sqrt(T)
+        lo_k, hi_k = F * np.exp(-2.2 * w), F * np.exp(2.2 * w + 0.5 * w * w)
+        q, e = strike_step_array(spot, atm, T)
+        unit = step_unit(q, e)
+        pr, K = strike_grid_batch(spot, lo_k - unit, hi_k + unit, q, e)
+
+        # Per candidate strike: the surface and the call's mark and delta, then the delta filter
+        Fk = F[pr]
+        x = np.log(K / Fk)
+        x /= moneyness_scale(atm, T)[pr]
+        iv = smile_iv(atm[pr], x, p)
+        sqrt_T = np.sqrt(np.maximum(T, 0.0))[pr]
+        log_fk = np.log(Fk / K)
+        usd_c, delta_c = black76_r0(Fk, K, sqrt_T, iv, log_fk, "call")
+        inside = (delta_c >= _DELTA_RANGE[0]) & (delta_c <= _DELTA_RANGE[1])
+        same_pair = pr[1:] == pr[:-1]
+        keep = inside | (np.abs(K - Fk) <= unit[pr])
+        keep[1:] |= inside[:-1] & same_pair  # one strike beyond each end, so the range is covered
+        keep[:-1] |= inside[1:] & same_pair
+        pr, K, Fk, x, iv, sqrt_T, log_fk, usd_c, delta_c = (
+            a[keep] for a in (pr, K, Fk, x, iv, sqrt_T, log_fk, usd_c, delta_c))
+        row_inst = inst[pr]
+        inverse = settlement == "inverse"
+        if inverse:
+            tick_of = inverse_tick
+        else:
+            ticks = np.array([linear_tick(s) for s in spot_i.tolist()])[row_inst]
+
+            def tick_of(_price):
+                return ticks
+        half = spread_vol(x)
+        iv_lo, iv_hi = np.maximum(iv - half, 0.01), iv + half
+
+        def side(kind, usd):
+            mark = usd / Fk if inverse else usd
+            lo = black76_r0(Fk, K, sqrt_T, iv_lo, log_fk, kind)[0]
+            hi = black76_r0(Fk, K, sqrt_T, iv_hi, log_fk, kind)[0]
+            if inverse:
+                lo, hi = lo / Fk, hi / Fk
+            return (mark, *round_quotes(lo - tick_of(mark), hi + tick_of(mark), mark, tick_of))
+
+        out = {"instant": row_inst, "expiry_ns": exp_ns[pr], "strike": K, "forward": Fk,
+               "index": spot_i[row_inst], "iv": iv, "delta_c": delta_c}
+        out["mark_c"], out["bid_c"], out["ask_c"] = side("call", usd_c)
+        if puts:
+            usd_p, out["delta_p"] = black76_r0(Fk, K, sqrt_T, iv, log_fk, "put")
+            out["mark_p"], out["bid_p"], out["ask_p"] = side("put", usd_p)
+        return out
 
     def _chain_arrays(self, sym: str, t_ns: int, lo_ns: int | None, hi_ns: int | None, puts: bool = True):
         """The chain at ``t_ns`` with expiries in ``[lo_ns, hi_ns]`` (None: unbounded) as arrays:

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import ndtr
 
 DAYS_PER_YEAR = 365.0
 GARCH_ALPHA = 0.10  # weight of yesterday's squared shock
@@ -166,9 +167,20 @@ def smile_factor(x, skew, curvature):
     return 1.0 + curvature * x * x / (1.0 + x * x / 9.0) - skew * x / (1.0 + 0.5 * np.abs(x))
 
 
+def moneyness_scale(atm, T):
+    """``atm sqrt T`` with ``T`` (years) floored at one minute: the unit of standardized moneyness."""
+    return atm * np.sqrt(np.maximum(T, 1.0 / (DAYS_PER_YEAR * 1440.0)))
+
+
 def standardized_moneyness(F, K, T, atm):
     """``ln(K/F) / (atm sqrt T)`` with ``T`` floored at one minute so it stays finite."""
-    return np.log(K / F) / (atm * np.sqrt(np.maximum(T, 1.0 / (DAYS_PER_YEAR * 1440.0))))
+    return np.log(K / F) / moneyness_scale(atm, T)
+
+
+def smile_iv(atm, x, p: CoinParams):
+    """Implied vol (fraction): ATM vol ``atm`` times :func:`smile_factor` at standardized
+    moneyness ``x``, clipped to [:data:`MIN_IV`, :data:`MAX_IV`]."""
+    return np.clip(atm * smile_factor(x, p.skew, p.curvature), MIN_IV, MAX_IV)
 
 
 def surface_iv(sigma_now, p: CoinParams, F, K, T):
@@ -178,7 +190,7 @@ def surface_iv(sigma_now, p: CoinParams, F, K, T):
     """
     atm = atm_vol(sigma_now, p.vol, T, p.vrp)
     x = standardized_moneyness(F, K, T, atm)
-    return np.clip(atm * smile_factor(x, p.skew, p.curvature), MIN_IV, MAX_IV), x
+    return smile_iv(atm, x, p), x
 
 
 def basis_rate(p: CoinParams, t_years):
@@ -261,3 +273,135 @@ def round_quotes(bid_raw, ask_raw, mark, tick_of):
     bid = np.where(bid > mark, bid - tb, bid)
     ask = np.maximum(np.where(ask < mark, ask + ta, ask), ta)
     return np.where(bid >= 0.5 * tb, bid, np.nan), ask
+
+
+# ---------------------------------------------------------------------------- strikes as arrays
+# The same rules as nice_step / strike_step / strike_grid, for many rows at once (a chain table of
+# thousands of expiries). Row for row equal to the scalar functions, which stay the reference.
+
+_POW10_MIN = -40
+_POW10 = np.array([10.0**k for k in range(_POW10_MIN, 41)])  # Python's 10.0**k, bit for bit
+_CAND_Q = np.tile(np.array(_NICE, dtype=np.int64), 3)  # nice_step's candidates, in its order
+_CAND_DE = np.repeat(np.array([-1, 0, 1], dtype=np.int64), len(_NICE))
+_NEAR = 1e-12  # closer than this to a decade or a tie: ask the scalar function, which decides exactly
+
+
+def _pow10(e: np.ndarray) -> np.ndarray:
+    return _POW10[e - _POW10_MIN]
+
+
+def nice_step_array(target) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nice_step` of each element of ``target`` (a 1-d float array, USD): int64 arrays
+    ``(q, e)``. Where numpy's ``log10``/``log`` could round differently from ``math``'s and so pick
+    a different step (a target within 1e-12 of a power of ten or of a tie), the scalar function
+    decides, so the result equals ``nice_step`` element for element."""
+    target = np.asarray(target, dtype=float)
+    n = len(target)
+    q, e = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    if n == 0:
+        return q, e
+    lg = np.log10(target)
+    fl = np.floor(lg)
+    e0 = fl.astype(np.int64) - 1
+    ok = (e0 - 1 >= _POW10_MIN) & (e0 + 1 < _POW10_MIN + len(_POW10))
+    e0c = np.where(ok, e0, 0)
+    ce = e0c[:, None] + _CAND_DE
+    key = np.abs(np.log(_CAND_Q * _pow10(ce) / target[:, None]))
+    best = np.argmin(key, axis=1)
+    two = np.partition(key, 1, axis=1)
+    unsure = ~ok | (lg - fl < _NEAR) | (fl + 1.0 - lg < _NEAR) | (two[:, 1] - two[:, 0] < _NEAR)
+    rows = np.arange(n)
+    q[:], e[:] = _CAND_Q[best], ce[rows, best]
+    for i in np.flatnonzero(unsure).tolist():
+        q[i], e[i] = nice_step(float(target[i]))
+    return q, e
+
+
+def strike_step_array(spot, vol, T) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`strike_step` element for element (``spot`` USD, ``vol`` fraction, ``T`` years)."""
+    spot, vol, T = (np.asarray(a, dtype=float) for a in (spot, vol, T))
+    return nice_step_array(spot * np.maximum(0.005, 0.2 * vol * np.sqrt(np.maximum(T, 1.0 / DAYS_PER_YEAR))))
+
+
+def step_unit(q, e) -> np.ndarray:
+    """The step ``q * 10**e`` (USD) as a float, as the scalar functions compute it."""
+    return np.asarray(q) * _pow10(np.asarray(e))
+
+
+_WINGS = 7  # strike_grid never goes beyond 256 = 2^8 x spot: at most 7 wing bands each side
+
+
+def strike_grid_batch(spot, lo, hi, q, e) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`strike_grid` for many rows: row ``r`` is ``strike_grid(spot[r], lo[r], hi[r], (q[r], e[r]))``.
+
+    Returns ``(row, strikes)``: the rows' strikes (USD) concatenated, row after row, each row's
+    sorted ascending, and the row each belongs to (int64). No loop over rows: each row's bands
+    (7 lower wings, the central band, 7 upper wings) are one slot of an ``(n, 15)`` matrix.
+    """
+    spot, lo, hi = (np.asarray(a, dtype=float) for a in (spot, lo, hi))
+    q, e = np.asarray(q, dtype=np.int64), np.asarray(e, dtype=np.int64)
+    n = len(spot)
+    unit = step_unit(q, e)
+    lo, hi = np.maximum(lo, spot / 256), np.minimum(hi, spot * 256)
+    n_slots = 2 * _WINGS + 1
+    b_lo, b_hi = np.empty((n, n_slots)), np.empty((n, n_slots))
+    active = np.zeros((n, n_slots), dtype=bool)
+    target = np.empty((n, n_slots))
+    c = _WINGS  # the central band's slot
+    b_lo[:, c], b_hi[:, c], active[:, c] = np.maximum(lo, spot / 2), np.minimum(hi, spot * 2), True
+    for k in range(1, _WINGS + 1):
+        up, down = c + k, c - k
+        b_lo[:, up], b_hi[:, up] = spot * 2**k, np.minimum(hi, spot * 2 ** (k + 1))
+        active[:, up] = active[:, up - 1] & (spot * 2**k < hi)  # strike_grid's while loops
+        target[:, up] = unit * 2**k
+        b_lo[:, down], b_hi[:, down] = np.maximum(lo, spot / 2 ** (k + 1)), spot / 2**k
+        active[:, down] = active[:, down + 1] & (spot / 2**k > lo)
+        target[:, down] = unit / 2**k
+    band_q, band_e = np.empty((n, n_slots), dtype=np.int64), np.empty((n, n_slots), dtype=np.int64)
+    band_q[:, c], band_e[:, c] = q, e
+    wing = active.copy()
+    wing[:, c] = False
+    band_q[wing], band_e[wing] = nice_step_array(target[wing])
+    band_row = np.broadcast_to(np.arange(n)[:, None], (n, n_slots))[active]
+    b_lo, b_hi, band_q, band_e = b_lo[active], b_hi[active], band_q[active], band_e[active]
+
+    # strikes_between for every band at once
+    u = step_unit(band_q, band_e)
+    i_lo = np.maximum(1.0, np.ceil(b_lo / u)).astype(np.int64)
+    i_hi = np.floor(b_hi / u).astype(np.int64)
+    counts = np.maximum(i_hi - i_lo + 1, 0)
+    starts = np.cumsum(counts) - counts
+    band = np.repeat(np.arange(len(counts)), counts)
+    iq = (i_lo[band] + (np.arange(len(band)) - starts[band])) * band_q[band]
+    be = band_e[band]
+    strikes = np.empty(len(band))
+    pos = be >= 0
+    strikes[pos] = iq[pos] * _pow10(be[pos])
+    strikes[~pos] = iq[~pos] / _pow10(-be[~pos])
+    row = band_row[band]
+    same = row[1:] == row[:-1]
+    if (same & (strikes[1:] <= strikes[:-1])).any():  # a strike on a band edge twice: np.unique's job
+        order = np.lexsort((strikes, row))
+        row, strikes = row[order], strikes[order]
+        dup = np.zeros(len(row), dtype=bool)
+        dup[1:] = (row[1:] == row[:-1]) & (strikes[1:] == strikes[:-1])
+        row, strikes = row[~dup], strikes[~dup]
+    return row, strikes
+
+
+def black76_r0(F, K, sqrt_T, sigma, log_FK, kind: str):
+    """Black-76 at ``r = 0`` in USD per coin and its delta, from precomputed ``sqrt_T = sqrt(T)``
+    (years) and ``log_FK = ln(F / K)``: ``(price, delta)`` with delta ``N(d1)`` (call) or
+    ``-N(-d1)`` (put). The same operations as :func:`sim.pricing.black76_price` and
+    :func:`sim.pricing.black76_delta`, so bit for bit their values, wherever ``sigma sqrt_T > 0``
+    (elsewhere the result is not meaningful: callers replace it). Sharing ``sqrt_T`` and
+    ``log_FK`` across a mark, a bid and an ask is what makes it cheaper.
+    """
+    vol_t = sigma * sqrt_T
+    d1 = (log_FK + 0.5 * vol_t * vol_t) / vol_t
+    d2 = d1 - vol_t
+    if kind == "call":
+        n1 = ndtr(d1)
+        return F * n1 - K * ndtr(d2), n1
+    n1 = ndtr(-d1)
+    return -(F * n1 - K * ndtr(-d2)), -n1
