@@ -103,7 +103,7 @@ import numpy as np
 import pandas as pd
 
 from data_cache.sources import SourceOptions
-from sim.data_source import DataSourceError
+from sim.data_source import DataSourceError, empty_chain_table
 from sim.fees import option_payoff_per_coin
 from sim.instruments import UNDERLYINGS, to_utc, underlying_spec
 from sim.pricing import inverse_price_coin
@@ -749,6 +749,10 @@ class _Group:
         self.by_name_order = order
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
         self.by_name = {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}
+        # for bulk chain lookups: the distinct expiries, and per row (snapshot, expiry rank) as one sorted key
+        self.exp_values, exp_rank = np.unique(self.expiry, return_inverse=True)
+        snap_of_row = np.repeat(np.arange(len(self.snap_ns), dtype=np.int64), self.snap_end - self.snap_start)
+        self.snap_exp_key = snap_of_row * (len(self.exp_values) + 1) + exp_rank.astype(np.int64)
 
     def expiring_forward(self, expiry_ns: int, max_age_ns: int) -> tuple[float, int] | None:
         """``(forward, snapshot ns)``: the median forward of the options expiring at ``expiry_ns`` in the
@@ -985,25 +989,22 @@ class ChainFileSource:
                 g.index[sl].tolist(), strict=True)
         ]
 
-    def get_option_ohlc(self, instrument_name: str, start: pd.Timestamp, end: pd.Timestamp,
-                        timeframe: Timeframe) -> pd.DataFrame:
-        """The option's marks across snapshots forward-filled onto the bar grid, the payoff from expiry.
-
-        Bars before the instrument's first snapshot are left out; so are bars ending after the expiry
-        when there is no settlement price (see :meth:`get_settlement_price`). ``ValueError`` for an
-        instrument that is not in the files.
-        """
+    def _instrument_rows(self, instrument_name: str) -> tuple[str, _Group, np.ndarray]:
+        """``(prefix, group, rows)``: the option's rows in time order; ``ValueError`` when it is not in the files."""
         prefix = instrument_name.split("-", 1)[0].upper()
         g = self.groups.get(prefix)
         span = g.by_name.get(instrument_name) if g is not None else None
         if span is None:
             raise ValueError(f"instrument_name={instrument_name!r} is not in the chain files")
-        rows = g.by_name_order[span[0]:span[1]]
+        return prefix, g, g.by_name_order[span[0]:span[1]]
+
+    def _mark_path(self, instrument_name: str, points: np.ndarray):
+        """What an option's bars are built from, for bar boundaries ``points`` (int64 ns, at least 2):
+        ``(obs_t, obs_v, settled, expiry_ns)``, the marks before expiry then (when settled) the payoff
+        at expiry. ``ValueError`` for an instrument that is not in the files."""
+        prefix, g, rows = self._instrument_rows(instrument_name)
         obs_t, obs_v = g.ns[rows], g.mark[rows]
         expiry = int(g.expiry[rows[0]])
-        points, _ = _grid(start, end, timeframe)
-        if len(points) < 2:
-            return _ohlc_frame(points, np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.zeros(0, bool))
         keep_obs = obs_t < expiry
         obs_t, obs_v = obs_t[keep_obs], obs_v[keep_obs]
         settled = True
@@ -1018,9 +1019,114 @@ class ChainFileSource:
                                                 "linear" if "_USDC" in prefix else "inverse", str(g.otype[rows[0]]))
                 obs_t = np.append(obs_t, expiry)
                 obs_v = np.append(obs_v, payoff)
+        return obs_t, obs_v, settled, expiry
+
+    def get_option_ohlc(self, instrument_name: str, start: pd.Timestamp, end: pd.Timestamp,
+                        timeframe: Timeframe) -> pd.DataFrame:
+        """The option's marks across snapshots forward-filled onto the bar grid, the payoff from expiry.
+
+        Bars before the instrument's first snapshot are left out; so are bars ending after the expiry
+        when there is no settlement price (see :meth:`get_settlement_price`). ``ValueError`` for an
+        instrument that is not in the files.
+        """
+        points, _ = _grid(start, end, timeframe)
+        if len(points) < 2:
+            self._instrument_rows(instrument_name)  # a name not in the files is an error whatever the range
+            return _ohlc_frame(points, np.empty(0), np.empty(0), np.empty(0), np.empty(0), np.zeros(0, bool))
+        obs_t, obs_v, settled, expiry = self._mark_path(instrument_name, points)
         o, h, lo, c = _ohlc_on_grid(points, obs_t, obs_v, obs_t, obs_v, obs_v)
         keep = ~np.isnan(c) if settled else ~np.isnan(c) & (points[1:] < expiry)
         return _ohlc_frame(points, o, h, lo, c, keep)
+
+    # -------------------------------------------------------------------------- bulk (optional protocol methods)
+
+    def _marks_ns(self, instrument_name: str, start_ns: int, end_ns: int, bar_ns: int) -> tuple[np.ndarray,
+                                                                                                np.ndarray]:
+        """``(close_ns, closes)`` for bars of ``bar_ns`` starting in ``[start_ns, end_ns)``, the start
+        floored to the bar grid: :meth:`get_option_ohlc`'s ``close`` and its bar ends, element for element."""
+        s = (start_ns // bar_ns) * bar_ns
+        n = max(0, -(-(end_ns - s) // bar_ns))
+        points = s + np.arange(n + 1, dtype=np.int64) * bar_ns
+        if n == 0:
+            self._instrument_rows(instrument_name)  # the same ValueError for a name not in the files
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        obs_t, obs_v, settled, expiry = self._mark_path(instrument_name, points)
+        ends = points[1:]
+        c = _value_at(ends, obs_t, obs_v)
+        keep = ~np.isnan(c) if settled else ~np.isnan(c) & (ends < expiry)
+        return ends[keep], c[keep]
+
+    def get_option_marks(self, instrument_name: str, start: pd.Timestamp, end: pd.Timestamp,
+                         timeframe: Timeframe) -> tuple[np.ndarray, np.ndarray]:
+        """``(close_ns, closes)``: the ``close`` column of :meth:`get_option_ohlc` for the same arguments
+        (settlement unit per coin) and the instants each is the price at (bar start + bar length, int64
+        ns), element for element, without building the frame or the bars' open, high and low."""
+        bar_ns = timeframe_delta(timeframe).value
+        return self._marks_ns(instrument_name, to_utc(start).as_unit("ns").value, to_utc(end).as_unit("ns").value,
+                              bar_ns)
+
+    def get_option_marks_batch(self, instrument_names: Sequence[str], start_ns, end_ns,
+                               timeframe: Timeframe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Many mark paths in CSR form ``(offsets, close_ns, closes)`` (:mod:`sim.data_source`): item
+        ``i`` is :meth:`get_option_marks` ``(instrument_names[i], start_ns[i], end_ns[i], timeframe)``
+        (``start_ns``, ``end_ns`` int64 ns, UTC) at ``[offsets[i], offsets[i + 1])``."""
+        bar_ns = timeframe_delta(timeframe).value
+        starts = np.asarray(start_ns, dtype=np.int64).tolist()
+        ends = np.asarray(end_ns, dtype=np.int64).tolist()
+        names = list(instrument_names)
+        if not len(names) == len(starts) == len(ends):
+            raise ValueError(f"get_option_marks_batch: {len(names)} names but {len(starts)} starts and "
+                             f"{len(ends)} ends")
+        parts = [self._marks_ns(n, s, e, bar_ns) for n, s, e in zip(names, starts, ends, strict=True)]
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t, _ in parts], out=offsets[1:])
+        if not parts:
+            return offsets, np.empty(0, dtype=np.int64), np.empty(0)
+        return offsets, np.concatenate([t for t, _ in parts]), np.concatenate([v for _, v in parts])
+
+    def get_chain_table(self, underlying: str, as_of_ns, lo_ns, hi_ns,
+                        option_type: str | None = None) -> dict[str, np.ndarray]:
+        """The chains at instants ``as_of_ns`` (int64 ns) with expiries in ``[lo_ns[i], hi_ns[i]]`` as one
+        chain table (:mod:`sim.data_source`): row for row and value for value what
+        :meth:`list_option_chain` ``(underlying, as_of[i], (lo[i], hi[i]))`` lists, gathered from the
+        columns with binary searches, no :class:`OptionSnapshot` per row. ``option_type`` keeps one side."""
+        g = self._group(underlying)
+        spec = underlying_spec(underlying)
+        t = np.asarray(as_of_ns, dtype=np.int64)
+        lo = np.asarray(lo_ns, dtype=np.int64)
+        hi = np.asarray(hi_ns, dtype=np.int64)
+        if not len(t) == len(lo) == len(hi):
+            raise ValueError(f"get_chain_table: {len(t)} instants but {len(lo)} lows and {len(hi)} highs")
+        k = np.searchsorted(g.snap_ns, t, side="right") - 1
+        ok = k >= 0
+        ok[ok] = t[ok] - g.snap_ns[k[ok]] <= self.staleness.value
+        k = np.maximum(k, 0)
+        # rows of snapshot k are sorted by expiry: key = k * n_exp + rank(expiry) is sorted over the group
+        n_exp = len(g.exp_values)
+        e_lo = np.maximum(t + 1, lo)                      # options expired at as_of are not listed
+        r_lo = np.searchsorted(g.exp_values, e_lo, side="left")
+        r_hi = np.searchsorted(g.exp_values, hi, side="right")
+        a = np.searchsorted(g.snap_exp_key, k * (n_exp + 1) + r_lo, side="left")
+        b = np.searchsorted(g.snap_exp_key, k * (n_exp + 1) + r_hi, side="left")
+        counts = np.where(ok & (b > a) & (e_lo <= hi), b - a, 0)
+        total = int(counts.sum())
+        if total == 0:
+            return empty_chain_table()
+        dec = np.repeat(np.arange(len(t), dtype=np.int64), counts)
+        rows = np.repeat(a - np.cumsum(counts) + counts, counts) + np.arange(total, dtype=np.int64)
+        if option_type is not None:
+            keep = g.otype[rows] == option_type
+            dec, rows = dec[keep], rows[keep]
+            if not len(rows):
+                return empty_chain_table()
+        n = len(rows)
+        return {
+            "decision": dec, "decision_ns": t[dec], "instrument_name": g.name[rows], "option_type": g.otype[rows],
+            "expiry_ns": g.expiry[rows], "strike": g.strike[rows], "bid": g.bid[rows], "ask": g.ask[rows],
+            "mark": g.mark[rows], "iv": g.iv[rows], "delta": g.delta[rows], "forward": g.fwd[rows],
+            "index": g.index[rows], "settlement": np.full(n, spec.settlement, dtype=object),
+            "price_source": np.full(n, "quote", dtype=object),
+        }
 
     def _settle(self, underlying: str, expiry: pd.Timestamp) -> tuple[float, str | None]:
         """``(settlement price USD, None or the estimate's label)``; see the module doc for the rule."""
