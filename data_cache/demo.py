@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from numpy.random import PCG64, Generator, SeedSequence
+from scipy.special import ndtr
 
 from data_cache.demo_surface import (
     COINS,
@@ -48,6 +49,7 @@ from data_cache.demo_surface import (
     DailyPath,
     atm_vol,
     basis_rate,
+    black76_d1,
     black76_r0,
     instant_vol,
     inverse_tick,
@@ -160,6 +162,13 @@ def _interleave(c: np.ndarray, q: np.ndarray) -> np.ndarray:
     """``c[0], q[0], c[1], q[1], ...``: each strike's call and put, as a chain lists them."""
     out = np.empty(2 * len(c), dtype=np.result_type(c, q))
     out[0::2], out[1::2] = c, q
+    return out
+
+
+def _filled(n: int, value: str) -> np.ndarray:
+    """An object array of ``n`` references to ``value`` (``np.full`` would build ``n`` strings)."""
+    out = np.empty(n, dtype=object)
+    out.fill(value)
     return out
 
 
@@ -330,22 +339,22 @@ class DemoMarket:
         if calls_only:
             return {
                 "decision": inst, "decision_ns": t_ns[inst], "instrument_name": call_names,
-                "option_type": np.full(n, "call", dtype=object), "expiry_ns": c["expiry_ns"], "strike": c["strike"],
+                "option_type": _filled(n, "call"), "expiry_ns": c["expiry_ns"], "strike": c["strike"],
                 "bid": c["bid_c"], "ask": c["ask_c"], "mark": c["mark_c"], "iv": c["iv"], "delta": c["delta_c"],
-                "forward": c["forward"], "index": c["index"], "settlement": np.full(n, settlement, dtype=object),
-                "price_source": np.full(n, "model", dtype=object),
+                "forward": c["forward"], "index": c["index"], "settlement": _filled(n, settlement),
+                "price_source": _filled(n, "model"),
             }
         pair = _interleave
         table = {
             "decision": pair(inst, inst), "decision_ns": pair(t_ns[inst], t_ns[inst]),
             "instrument_name": pair(call_names, put_names),
-            "option_type": np.array(["call", "put"] * n, dtype=object),
+            "option_type": pair(_filled(n, "call"), _filled(n, "put")),
             "expiry_ns": pair(c["expiry_ns"], c["expiry_ns"]), "strike": pair(c["strike"], c["strike"]),
             "bid": pair(c["bid_c"], c["bid_p"]), "ask": pair(c["ask_c"], c["ask_p"]),
             "mark": pair(c["mark_c"], c["mark_p"]), "iv": pair(c["iv"], c["iv"]),
             "delta": pair(c["delta_c"], c["delta_p"]), "forward": pair(c["forward"], c["forward"]),
-            "index": pair(c["index"], c["index"]), "settlement": np.full(2 * n, settlement, dtype=object),
-            "price_source": np.full(2 * n, "model", dtype=object),
+            "index": pair(c["index"], c["index"]), "settlement": _filled(2 * n, settlement),
+            "price_source": _filled(2 * n, "model"),
         }
         if option_type is not None:
             keep = table["option_type"] == option_type
@@ -399,14 +408,17 @@ class DemoMarket:
         iv = smile_iv(atm[pr], x, p)
         sqrt_T = np.sqrt(np.maximum(T, 0.0))[pr]
         log_fk = np.log(Fk / K)
-        usd_c, delta_c = black76_r0(Fk, K, sqrt_T, iv, log_fk, "call")
+        d1, vol_t = black76_d1(sqrt_T, iv, log_fk)
+        delta_c = ndtr(d1)  # the call's delta, as black76_delta computes it
         inside = (delta_c >= _DELTA_RANGE[0]) & (delta_c <= _DELTA_RANGE[1])
         same_pair = pr[1:] == pr[:-1]
         keep = inside | (np.abs(K - Fk) <= unit[pr])
         keep[1:] |= inside[:-1] & same_pair  # one strike beyond each end, so the range is covered
         keep[:-1] |= inside[1:] & same_pair
-        pr, K, Fk, x, iv, sqrt_T, log_fk, usd_c, delta_c = (
-            a[keep] for a in (pr, K, Fk, x, iv, sqrt_T, log_fk, usd_c, delta_c))
+        pr, K, x, iv, log_fk, d1, vol_t, delta_c = (a[keep] for a in (pr, K, x, iv, log_fk, d1, vol_t, delta_c))
+        Fk, sqrt_T = F[pr], np.sqrt(np.maximum(T, 0.0))[pr]
+        usd_c = Fk * delta_c
+        usd_c -= K * ndtr(d1 - vol_t)
         row_inst = inst[pr]
         inverse = settlement == "inverse"
         if inverse:
@@ -431,7 +443,7 @@ class DemoMarket:
                "index": spot_i[row_inst], "iv": iv, "delta_c": delta_c}
         out["mark_c"], out["bid_c"], out["ask_c"] = side("call", usd_c)
         if puts:
-            usd_p, out["delta_p"] = black76_r0(Fk, K, sqrt_T, iv, log_fk, "put")
+            usd_p, out["delta_p"] = black76_r0(Fk, K, sqrt_T, iv, log_fk, "put", d1=(d1, vol_t))
             out["mark_p"], out["bid_p"], out["ask_p"] = side("put", usd_p)
         return out
 

@@ -10,6 +10,7 @@ year (0.6 = 60%), daily variance ``h`` in (log return)^2 per day, times to expir
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -313,8 +314,11 @@ def nice_step_array(target) -> tuple[np.ndarray, np.ndarray]:
     rows = np.arange(n)
     q[:], e[:] = _CAND_Q[best], ce[rows, best]
     for i in np.flatnonzero(unsure).tolist():
-        q[i], e[i] = nice_step(float(target[i]))
+        q[i], e[i] = _nice_step_cached(float(target[i]))
     return q, e
+
+
+_nice_step_cached = functools.lru_cache(maxsize=4_096)(nice_step)  # wing targets repeat: nice numbers x 2^k
 
 
 def strike_step_array(spot, vol, T) -> tuple[np.ndarray, np.ndarray]:
@@ -365,20 +369,22 @@ def strike_grid_batch(spot, lo, hi, q, e) -> tuple[np.ndarray, np.ndarray]:
     band_row = np.broadcast_to(np.arange(n)[:, None], (n, n_slots))[active]
     b_lo, b_hi, band_q, band_e = b_lo[active], b_hi[active], band_q[active], band_e[active]
 
-    # strikes_between for every band at once
+    # strikes_between for every band at once (np.repeat of per-band values: cheaper than gathers)
     u = step_unit(band_q, band_e)
     i_lo = np.maximum(1.0, np.ceil(b_lo / u)).astype(np.int64)
     i_hi = np.floor(b_hi / u).astype(np.int64)
     counts = np.maximum(i_hi - i_lo + 1, 0)
     starts = np.cumsum(counts) - counts
-    band = np.repeat(np.arange(len(counts)), counts)
-    iq = (i_lo[band] + (np.arange(len(band)) - starts[band])) * band_q[band]
-    be = band_e[band]
-    strikes = np.empty(len(band))
-    pos = be >= 0
-    strikes[pos] = iq[pos] * _pow10(be[pos])
-    strikes[~pos] = iq[~pos] / _pow10(-be[~pos])
-    row = band_row[band]
+    iq = np.arange(int(counts.sum()), dtype=np.int64)
+    iq += np.repeat(i_lo - starts, counts)
+    iq *= np.repeat(band_q, counts)
+    up = band_e >= 0
+    if up.all():
+        strikes = iq * np.repeat(_pow10(band_e), counts)
+    else:
+        strikes = np.where(np.repeat(up, counts), iq * np.repeat(_pow10(np.maximum(band_e, 0)), counts),
+                           iq / np.repeat(_pow10(np.maximum(-band_e, 0)), counts))
+    row = np.repeat(band_row, counts)
     same = row[1:] == row[:-1]
     if (same & (strikes[1:] <= strikes[:-1])).any():  # a strike on a band edge twice: np.unique's job
         order = np.lexsort((strikes, row))
@@ -389,19 +395,37 @@ def strike_grid_batch(spot, lo, hi, q, e) -> tuple[np.ndarray, np.ndarray]:
     return row, strikes
 
 
-def black76_r0(F, K, sqrt_T, sigma, log_FK, kind: str):
+def black76_d1(sqrt_T, sigma, log_FK):
+    """Black-76's ``(d1, sigma sqrt T)`` from ``sqrt_T = sqrt(T)`` (years) and ``log_FK = ln(F / K)``:
+    the operations of :mod:`sim.pricing`'s ``d1`` where ``sigma sqrt T > 0``, in place."""
+    vol_t = sigma * sqrt_T
+    d1 = 0.5 * vol_t
+    d1 *= vol_t
+    d1 += log_FK
+    d1 /= vol_t
+    return d1, vol_t
+
+
+def black76_r0(F, K, sqrt_T, sigma, log_FK, kind: str, d1=None):
     """Black-76 at ``r = 0`` in USD per coin and its delta, from precomputed ``sqrt_T = sqrt(T)``
     (years) and ``log_FK = ln(F / K)``: ``(price, delta)`` with delta ``N(d1)`` (call) or
     ``-N(-d1)`` (put). The same operations as :func:`sim.pricing.black76_price` and
     :func:`sim.pricing.black76_delta`, so bit for bit their values, wherever ``sigma sqrt_T > 0``
     (elsewhere the result is not meaningful: callers replace it). Sharing ``sqrt_T`` and
-    ``log_FK`` across a mark, a bid and an ask is what makes it cheaper.
+    ``log_FK`` across a mark, a bid and an ask is what makes it cheaper; ``d1`` (optional) is
+    :func:`black76_d1`'s pair when already at hand.
     """
-    vol_t = sigma * sqrt_T
-    d1 = (log_FK + 0.5 * vol_t * vol_t) / vol_t
+    d1, vol_t = black76_d1(sqrt_T, sigma, log_FK) if d1 is None else d1
     d2 = d1 - vol_t
     if kind == "call":
         n1 = ndtr(d1)
-        return F * n1 - K * ndtr(d2), n1
+        price = F * n1
+        price -= K * ndtr(d2)
+        return price, n1
+    np.negative(d2, out=d2)
     n1 = ndtr(-d1)
-    return -(F * n1 - K * ndtr(-d2)), -n1
+    price = F * n1
+    price -= K * ndtr(d2)
+    np.negative(price, out=price)
+    np.negative(n1, out=n1)
+    return price, n1
