@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from sim.sweep import SWEEP_METRICS
+from sim.sweep import SWEEP_METRICS, WalkForwardResult, best_cell, higher_is_better
 from sim.types import SimulatedTrade, SimulationResult
 
 TIME_AXIS = "Time (UTC)"
@@ -238,30 +238,64 @@ def whatif_figure(tp: SimulatedTrade) -> go.Figure:
     return fig
 
 
-def sweep_figure(frame: pd.DataFrame, metric: str, current: tuple[float, float] | None = None) -> go.Figure:
+MIN_TRADES = 10  # a heatmap cell with fewer trades than this is too few to mean anything: marked, never "best"
+
+
+def reliable_best(frame: pd.DataFrame, metric: str, min_trades: int = MIN_TRADES) -> pd.Series | None:
+    """The best row of ``frame`` (:func:`sim.sweep.best_cell`) among cells with at least
+    ``min_trades`` trades; None when no such cell has a value.
+
+    >>> frame = pd.DataFrame({"target_delta": [0.1, 0.2], "target_dte": [7.0, 7.0], "value": [9.0, 1.0],
+    ...                       "n_trades": [3, 12]})
+    >>> float(reliable_best(frame, "excess_return_pct")["target_delta"])
+    0.2
+    """
+    return best_cell(frame[frame["n_trades"].to_numpy() >= min_trades], metric)
+
+
+def sweep_figure(frame: pd.DataFrame, metric: str, current: tuple[float, float] | None = None,
+                 min_trades: int = MIN_TRADES) -> go.Figure:
     """The delta x DTE grid as clickable coloured squares (customdata ``[delta, dte]``), values written in.
 
-    ``frame`` comes from :func:`sim.sweep.sweep_delta_dte`; ``current`` marks the sliders' cell.
+    ``frame`` comes from :func:`sim.sweep.sweep_delta_dte` (with ``value`` the ``metric``); trace 0
+    holds every cell in the frame's order. Hovering a cell shows its delta, DTE (days), value with
+    its unit, trades and decisions with no sale. A cell with fewer than ``min_trades`` trades is
+    faded and says "few trades (n)"; the best cell (:func:`reliable_best`, which ignores those) is
+    outlined in blue (trace named ``"best"``). ``current`` outlines the sliders' cell in black
+    (trace ``"current sliders"``).
     """
     label, higher = SWEEP_METRICS.get(metric, (metric, True))
     deltas = sorted(frame["target_delta"].unique())
     dtes = sorted(frame["target_dte"].unique())
     values = frame["value"].to_numpy(dtype=float)
+    trades = frame["n_trades"].to_numpy(dtype=int)
+    no_sale = frame["n_no_trade"].to_numpy(dtype=int)
+    few = trades < min_trades
+    x = [f"{d:.2f}" for d in frame["target_delta"]]
+    y = [f"{d:g}" for d in frame["target_dte"]]
+    warn = f"<br><b>few trades</b> (fewer than {min_trades}): too few to mean anything"
+    hover = [f"delta {dx}, DTE {dy} days<br>{label}: {fmt(v)}<br>trades: {n:,}<br>decisions with no sale: {m:,}"
+             + (warn if f else "") for dx, dy, v, n, m, f in zip(x, y, values, trades, no_sale, few, strict=True)]
+    text = [fmt(v) + (f"<br>few trades ({n})" if f else "") for v, n, f in zip(values, trades, few, strict=True)]
     fig = go.Figure()
     fig.add_scatter(
-        x=[f"{d:.2f}" for d in frame["target_delta"]], y=[f"{d:g}" for d in frame["target_dte"]],
-        mode="markers+text",
+        x=x, y=y, mode="markers+text", name=label,
         marker=dict(symbol="square", size=46, color=values, colorscale="RdYlGn" if higher else "RdYlGn_r",
-                    cmid=0.0 if metric.startswith("excess") else None,
+                    cmid=0.0 if metric.startswith("excess") else None, opacity=np.where(few, 0.3, 1.0),
                     colorbar=dict(title=dict(text=label, side="right")), line=dict(width=1, color="white")),
-        text=[fmt(v, 2) for v in values], textfont=dict(size=11, color="black"),
+        text=text, textfont=dict(size=11, color="black"),
         customdata=np.column_stack([frame["target_delta"], frame["target_dte"]]),
-        hovertemplate="delta %{x}, DTE %{y} days<br>" + label + ": %{text}<extra></extra>", name=label,
+        hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
     )
+    best = reliable_best(frame, metric, min_trades)
+    if best is not None:
+        fig.add_scatter(x=[f"{best['target_delta']:.2f}"], y=[f"{best['target_dte']:g}"], mode="markers",
+                        name="best", hoverinfo="skip",
+                        marker=dict(symbol="square-open", size=50, color=COLORS["covered"], line=dict(width=3)))
     if current is not None:
         fig.add_scatter(x=[f"{current[0]:.2f}"], y=[f"{current[1]:g}"], mode="markers", name="current sliders",
                         hoverinfo="skip",
-                        marker=dict(symbol="square-open", size=54, color="black", line=dict(width=3)))
+                        marker=dict(symbol="square-open", size=56, color="black", line=dict(width=3)))
     fig.update_layout(title=f"{label} by target delta and DTE (click a cell to use it)", height=120 + 62 * len(dtes),
                       margin=_MARGIN, showlegend=False)
     fig.update_xaxes(title_text="Target delta N(d1)", type="category", categoryorder="array",
@@ -269,6 +303,104 @@ def sweep_figure(frame: pd.DataFrame, metric: str, current: tuple[float, float] 
     fig.update_yaxes(title_text="Target DTE (days)", type="category", categoryorder="array",
                      categoryarray=[f"{d:g}" for d in dtes])
     return fig
+
+
+def metric_unit(metric: str) -> str:
+    """The unit a metric's value is written with: ``" pp"`` for excess returns, ``"%"`` for other
+    percentages, nothing for ratios such as Sharpe.
+
+    >>> metric_unit("excess_return_pct"), metric_unit("max_drawdown_pct"), metric_unit("sharpe")
+    (' pp', '%', '')
+    """
+    if metric.startswith("excess") and metric.endswith("_pct"):
+        return " pp"
+    return "%" if metric.endswith("_pct") else ""
+
+
+def walk_forward_figure(result: WalkForwardResult, hindsight: pd.DataFrame | None, coin: str,
+                        unit: str = "USD") -> go.Figure:
+    """Walk-forward equity out of sample (the test windows chained) vs HODL, in USD or in coin, and
+    the hindsight-best cell (``result.full_best``) traded over the same span.
+
+    Traces: ``"walk-forward (out of sample)"`` = ``result.oos_equity_curve`` ``equity_usd`` (or
+    ``equity_coin``), ``"HODL"`` = its ``hodl_usd`` (``hodl_coin``), and, when ``hindsight`` (that
+    cell's equity curve over the out-of-sample span, e.g. :func:`sim.sweep.run_window`'s) is given,
+    ``"hindsight best ..."`` at the same instants. A dotted vertical line starts each test window.
+    """
+    curve = result.oos_equity_curve
+    col, hodl_col, label = (("equity_usd", "hodl_usd", "USD") if unit == "USD"
+                            else ("equity_coin", "hodl_coin", coin))
+    series = [curve[col].to_numpy(dtype=float), curve[hodl_col].to_numpy(dtype=float)]
+    if hindsight is not None:
+        series.append(hindsight[col].reindex(curve.index).to_numpy(dtype=float))
+    keep = decimate(*series)
+    x = _times(curve.index)[keep]
+    fig = go.Figure()
+    fig.add_scatter(x=x, y=series[0][keep], mode="lines", name="walk-forward (out of sample)",
+                    line=dict(color=COLORS["covered"]))
+    fig.add_scatter(x=x, y=series[1][keep], mode="lines", name="HODL", line=dict(color=COLORS["hodl"], dash="dot"))
+    if hindsight is not None and result.full_best is not None:
+        best = result.full_best
+        fig.add_scatter(x=x, y=series[2][keep], mode="lines",
+                        name=f"hindsight best (delta {best['target_delta']:.2f}, DTE {best['target_dte']:g} days)",
+                        line=dict(color=COLORS["strike"], dash="dash"))
+    if len(result.windows) <= 60:  # more lines than that would only grey the chart
+        for w in result.windows:
+            fig.add_vline(x=_times([w.test_start])[0], line=dict(color="#cccccc", width=1, dash="dot"))
+    return _layout(fig, f"Walk-forward out of sample vs HODL and the hindsight best ({label})",
+                   f"Equity ({label})")
+
+
+def walk_forward_table(result: WalkForwardResult) -> pd.DataFrame:
+    """One row per walk-forward window: its dates (UTC; ends exclusive), the cell chosen on the
+    training window, that cell's metric in sample and out of sample, and the trades of each."""
+    label = SWEEP_METRICS.get(result.metric, (result.metric, True))[0]
+    rows = []
+    for w in result.windows:
+        rows.append({
+            "train from (UTC)": f"{w.train_start:%Y-%m-%d}", "train to (UTC, excl.)": f"{w.train_end:%Y-%m-%d}",
+            "test from (UTC)": f"{w.test_start:%Y-%m-%d}", "test to (UTC, excl.)": f"{w.test_end:%Y-%m-%d}",
+            "delta": w.target_delta, "DTE (days)": w.target_dte,
+            f"in-sample {label}": w.value, f"out-of-sample {label}": float(w.out_of_sample[result.metric]),
+            "in-sample trades": None if w.in_sample is None else int(w.in_sample["n_trades"]),
+            "out-of-sample trades": int(w.out_of_sample["n_trades"]),
+            "note": w.reason or "",
+        })
+    return pd.DataFrame(rows)
+
+
+def luck_sentence(result: WalkForwardResult) -> str:
+    """One sentence: the grid's best cell in hindsight against choosing each window's cell from the past only.
+
+    Compares ``full_best``'s metric over the out-of-sample span (``same_span_metrics``) with the
+    walk-forward's (``oos_metrics``); the difference, counted in the direction that is better for
+    the metric, is how much of the heatmap's best is luck.
+    """
+    metric = result.metric
+    name = SWEEP_METRICS.get(metric, (metric, True))[0].split(" (")[0]
+    name = name if name.startswith("Sharpe") else name[0].lower() + name[1:]  # a name, not a sentence start
+    unit = metric_unit(metric)
+    oos = float(result.oos_metrics[metric])
+    span = f"{result.windows[0].test_start:%Y-%m-%d} to {result.windows[-1].test_end:%Y-%m-%d}"
+    best = result.full_best
+    if best is None:
+        return (f"No cell has a defined {name} over the whole range, so there is no hindsight best to compare; "
+                f"choosing each window's cell from its training data alone scored {fmt(oos)}{unit} out of sample "
+                f"({span}).")
+    same = float(best["same_span_metrics"][metric])
+    gap = (same - oos) if higher_is_better(metric) else (oos - same)
+    n = int(best["metrics"]["n_trades"])
+    few = f"; only {n} trades, fewer than {MIN_TRADES}" if n < MIN_TRADES else ""
+    head = (f"In hindsight the grid's best cell by {name} is delta {best['target_delta']:.2f}, DTE "
+            f"{best['target_dte']:g} days ({fmt(best['value'])}{unit} over the whole range{few}); over {span} it "
+            f"scores {fmt(same)}{unit}, where choosing each window's cell from its training data alone scored "
+            f"{fmt(oos)}{unit} out of sample")
+    if not math.isfinite(gap):
+        return head + ", so the share of luck cannot be told."
+    if gap > 0:
+        return head + f": {fmt(gap)}{unit} of the heatmap's best is luck, hindsight that choosing ahead did not have."
+    return head + (f": choosing ahead did as well or better (by {fmt(-gap)}{unit}), so none of the heatmap's best "
+                   "is luck here.")
 
 
 def sweep_cell(point: dict) -> tuple[float, float] | None:

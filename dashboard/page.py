@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from urllib.parse import urlencode
 
 import pandas as pd
@@ -24,8 +25,17 @@ from data_cache.sources import SOURCE_HELP, SOURCE_NAMES, SourceOptions, make_so
 from sim import schedule
 from sim.data_source import DataSourceError
 from sim.simulator import CoveredCallSimulator, NoCandidateError
-from sim.sweep import SWEEP_METRICS, best_cell, sweep_delta_dte
+from sim.sweep import (
+    SWEEP_METRICS,
+    WalkForwardResult,
+    best_cell,
+    run_window,
+    sweep_delta_dte,
+    walk_forward,
+    walk_forward_windows,
+)
 from sim.types import TIMEFRAMES, CallSimulationConfig, SimulationResult
+from sim.validation import ConfigError
 
 try:  # Streamlit's flag for "inside a cached function"; see progress_bar
     from streamlit.runtime.scriptrunner_utils.script_run_context import (
@@ -109,9 +119,23 @@ def run_sweep(src: str, base: CallSimulationConfig, deltas: tuple, dtes: tuple, 
                            source_factory=source_factory(src))
 
 
+@st.cache_data(max_entries=8, ttl=RESULT_TTL_S, show_spinner=False)
+def run_walk_forward(src: str, base: CallSimulationConfig, deltas: tuple, dtes: tuple, train_days: int,
+                     test_days: int, metric: str, _progress=None) -> tuple[WalkForwardResult, pd.DataFrame | None]:
+    """The walk-forward, and the equity curve of its hindsight-best cell over the out-of-sample span
+    (measured like the test windows, :func:`sim.sweep.run_window`; None when there is no best)."""
+    source = get_source(src)
+    result = walk_forward(source, base, deltas, dtes, train_days, test_days, metric, progress=_progress,
+                          executor=sweep_pool(), source_factory=source_factory(src))
+    hindsight = None
+    if result.full_best is not None:
+        cfg = replace(base, target_delta=result.full_best["target_delta"], target_dte=result.full_best["target_dte"])
+        hindsight = run_window(source, cfg, result.windows[0].test_start, result.windows[-1].test_end).equity_curve
+    return result, hindsight
+
+
 def sweep_base(cfg: CallSimulationConfig) -> CallSimulationConfig:
     """The sweep's cache key: the config without the delta and DTE the grid varies."""
-    from dataclasses import replace
     return replace(cfg, target_delta=DEFAULTS["delta"], target_dte=float(DEFAULTS["dte"]))
 
 
@@ -320,7 +344,8 @@ def what_if_section(src: str, cfg: CallSimulationConfig, result: SimulationResul
         share_link()
 
 
-def sweep_section(src: str, cfg: CallSimulationConfig) -> None:
+def sweep_section(src: str, cfg: CallSimulationConfig) -> str:
+    """The heatmap's metric choice and the grid (on its button); returns the metric key."""
     st.header("Tune delta and DTE")
     short = st.selectbox("Heatmap metric (excess in pp, Sharpe, drawdown in %)", tuple(params.METRIC_CHOICES),
                          key="metric", bind="query-params",
@@ -331,7 +356,7 @@ def sweep_section(src: str, cfg: CallSimulationConfig) -> None:
     too_big = params.size_refusal(cfg.start, cfg.end, cfg.timeframe, what=f"Each of the grid's {n} backtests")
     if too_big:
         st.error(too_big)
-        return
+        return metric
     base = sweep_base(cfg)
     wanted = (src, base)
     label = f"Run the {len(SWEEP_DELTAS)} × {len(SWEEP_DTES)} grid ({n} backtests)"
@@ -340,25 +365,108 @@ def sweep_section(src: str, cfg: CallSimulationConfig) -> None:
     if not clicked and st.session_state.get("sweep_for") != wanted:
         st.caption("Deltas " + ", ".join(f"{d:.2f}" for d in SWEEP_DELTAS) + "; DTEs "
                    + ", ".join(f"{d:g}" for d in SWEEP_DTES) + " days.")
-        return
+        return metric
     bar, progress = progress_bar("Grid")
     try:
         frame = run_sweep(src, base, SWEEP_DELTAS, SWEEP_DTES, _progress=progress)
     except SOURCE_ERRORS as exc:
         bar.empty()
         source_error("The grid", exc, src)
-        return
+        return metric
     bar.empty()
     st.session_state["sweep_for"] = wanted
     frame = frame.assign(value=frame[metric])
     st.plotly_chart(figures.sweep_figure(frame, metric, (cfg.target_delta, cfg.target_dte)), key="sweep_chart",
                     on_select=on_sweep_select, selection_mode="points")
-    best = best_cell(frame, metric)
-    if best is not None:
-        st.button(f"Use best: delta {best['target_delta']:.2f}, DTE {best['target_dte']:g} days "
-                  f"({SWEEP_METRICS[metric][0]} {figures.fmt(best['value'])})", key="use_best",
-                  help="Sets the target delta and DTE sliders to the best square of the grid.",
-                  on_click=use_cell, args=(float(best["target_delta"]), float(best["target_dte"])))
+    few = int((frame["n_trades"] < figures.MIN_TRADES).sum())
+    best = figures.reliable_best(frame, metric)
+    note = (f"Hover a cell for its trades and decisions with no sale. {few} of {len(frame)} cells have fewer than "
+            f"{figures.MIN_TRADES} trades (faded, marked \"few trades\"): too few to mean anything, so the best "
+            "cell (outlined in blue) is chosen among the others." if few else
+            f"Hover a cell for its trades and decisions with no sale. Every cell has at least {figures.MIN_TRADES} "
+            "trades; the best is outlined in blue.")
+    st.caption(note)
+    if best is None:
+        anyway = best_cell(frame, metric)
+        st.warning(f"No cell has {figures.MIN_TRADES} trades or more with a {SWEEP_METRICS[metric][0]}: no best "
+                   "cell to trust. Lengthen the range or decide more often."
+                   + ("" if anyway is None else f" (The best of the few-trade cells is delta "
+                      f"{anyway['target_delta']:.2f}, DTE {anyway['target_dte']:g} days.)"))
+        return metric
+    st.button(f"Use best: delta {best['target_delta']:.2f}, DTE {best['target_dte']:g} days "
+              f"({SWEEP_METRICS[metric][0]} {figures.fmt(best['value'])}, {int(best['n_trades'])} trades)",
+              key="use_best", help=f"Sets the target delta and DTE sliders to the best square of the grid with at "
+                                   f"least {figures.MIN_TRADES} trades.",
+              on_click=use_cell, args=(float(best["target_delta"]), float(best["target_dte"])))
+    return metric
+
+
+def window_inputs(cfg: CallSimulationConfig) -> tuple[int, int, str | None]:
+    """The training and test window lengths (days) and why they cannot run on ``cfg``'s range (None: they can)."""
+    labels = params.LABELS
+    lo, hi = params.WINDOW_RANGE
+    left, right = st.columns(2)
+    train = left.number_input(labels["train"], lo, hi, params.DEFAULTS["train"], 1, key="train", bind="query-params",
+                              help="Each window's best cell is chosen on this many days of past data "
+                                   f"(whole days, {lo}-{hi}).")
+    test = right.number_input(labels["test"], lo, hi, params.DEFAULTS["test"], 1, key="test", bind="query-params",
+                              help="The chosen cell is then traded on the next this many days, and the windows move "
+                                   f"on by as much (whole days, {lo}-{hi}).")
+    train, test = int(train), int(test)
+    try:
+        walk_forward_windows(cfg, train, test)
+    except ConfigError as exc:
+        span = (cfg.end - cfg.start.ceil(cfg.bar)) / pd.Timedelta(days=1)
+        if exc.allowed.startswith("train_days + test_days"):
+            return train, test, (f"Walk-forward: {labels['train'].lower()} {train} + {labels['test'].lower()} {test} "
+                                 f"= {train + test} days do not fit in the range ({span:g} days from start to end). "
+                                 "Shorten the windows or lengthen the range.")
+        label = labels["train"] if exc.field == "train_days" else labels["test"]
+        return train, test, f"Walk-forward: {exc.with_name(label)}."
+    return train, test, None
+
+
+def walk_forward_section(src: str, cfg: CallSimulationConfig, metric: str, view: str) -> None:
+    """Choose the best cell on each training window, trade it on the next test window: out of
+    sample vs HODL and vs the heatmap's best in hindsight."""
+    st.header("Walk-forward: is the best cell luck?")
+    label = SWEEP_METRICS[metric][0]
+    n = len(SWEEP_DELTAS) * len(SWEEP_DTES)
+    too_big = params.size_refusal(cfg.start, cfg.end, cfg.timeframe, what=f"Each of the walk-forward's {n} backtests")
+    if too_big:
+        st.error(too_big)
+        return
+    train, test, problem = window_inputs(cfg)
+    if problem:
+        st.error(problem)
+        return
+    base = sweep_base(cfg)
+    wanted = (src, base, train, test, metric)
+    clicked = st.button(f"Run the walk-forward ({train} days train, {test} days test)", key="run_walk_forward",
+                        help=f"On each training window, backtests the {n} cells of the grid and picks the best by "
+                             f"{label}; trades it on the test window that follows; moves on by the test window.")
+    if not clicked and st.session_state.get("walk_forward_for") != wanted:
+        st.caption(f"Ranks the cells by the heatmap metric ({label}). Nothing after a training window reaches "
+                   "its choice.")
+        return
+    bar, progress = progress_bar("Walk-forward")
+    try:
+        result, hindsight = run_walk_forward(src, base, SWEEP_DELTAS, SWEEP_DTES, train, test, metric,
+                                             _progress=progress)
+    except SOURCE_ERRORS as exc:
+        bar.empty()
+        source_error("The walk-forward", exc, src)
+        return
+    bar.empty()
+    st.session_state["walk_forward_for"] = wanted
+    with st.container(key="walk_forward_result"):
+        st.markdown(figures.luck_sentence(result))
+        st.plotly_chart(figures.walk_forward_figure(result, hindsight, cfg.underlying, view), key="walk_forward_chart")
+        unit = figures.metric_unit(metric).strip() or "ratio"
+        st.subheader(f"Windows ({len(result.windows)})")
+        st.caption(f"Dates in UTC, window ends excluded; delta and DTE (days) chosen on the training window; "
+                   f"{label} in sample (training) and out of sample (test), in {unit}.")
+        st.dataframe(figures.walk_forward_table(result), hide_index=True)
 
 
 def share_link() -> None:
@@ -473,4 +581,6 @@ def main() -> None:
                            help="All trades with the core's columns: *_usd in USD, *_coin in coins.")
     what_if_section(inputs.src, cfg, result)
     with st.container(key="tune_section"):
-        sweep_section(inputs.src, cfg)
+        metric = sweep_section(inputs.src, cfg)
+    with st.container(key="walk_forward_section"):
+        walk_forward_section(inputs.src, cfg, metric, view)

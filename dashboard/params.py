@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sim.instruments import UNDERLYINGS
+from sim.sweep import MAX_WINDOW_DAYS
 from sim.types import TIMEFRAME_MINUTES, TIMEFRAMES, CallSimulationConfig, timeframe_delta
 from sim.validation import ConfigError, parse_iso_utc
 
@@ -34,6 +35,7 @@ DELTA_TOL_RANGE = (0.0, 0.25)
 EVERY_RANGE = (1, 2000)      # bars
 FEE_RANGE = (0.0, 0.99)      # percent of the underlying per coin
 SIZE_RANGE = (0.0, 1e9)      # coins; 0 = one lot (at least 1 coin)
+WINDOW_RANGE = (1, MAX_WINDOW_DAYS)  # walk-forward training and test windows, whole days
 
 # The delta x DTE grid of the heatmap (values the sliders can take).
 SWEEP_DELTAS: tuple[float, ...] = (0.10, 0.15, 0.20, 0.25, 0.30, 0.35)
@@ -46,7 +48,7 @@ METRIC_CHOICES: dict[str, str] = {"excess": "excess_return_pct", "sharpe": "shar
 DEFAULTS: dict[str, Any] = {
     "src": "demo", "u": "BTC", "start": dt.date(2024, 1, 1), "end": dt.date(2024, 7, 1), "tf": "1h",
     "every": 24, "dte": 7, "dte_tol": 2.0, "delta": 0.25, "delta_tol": 0.05, "fill": "bid", "fee": 0.03,
-    "size": 0.0, "view": "USD", "metric": "excess",
+    "size": 0.0, "view": "USD", "metric": "excess", "train": 90, "test": 30,
 }
 URL_PARAMS: tuple[str, ...] = (*DEFAULTS, "sell")
 VIEW_CHOICES: tuple[str, ...] = ("USD", "coin")
@@ -71,7 +73,7 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 NUMBER_PARAMS: dict[str, tuple[float, float, bool]] = {
     "every": (*EVERY_RANGE, True), "dte": (*DTE_RANGE, True), "dte_tol": (*DTE_TOL_RANGE, False),
     "delta": (*DELTA_RANGE, False), "delta_tol": (*DELTA_TOL_RANGE, False), "fee": (*FEE_RANGE, False),
-    "size": (*SIZE_RANGE, False),
+    "size": (*SIZE_RANGE, False), "train": (*WINDOW_RANGE, True), "test": (*WINDOW_RANGE, True),
 }
 
 
@@ -192,6 +194,8 @@ def allowed_text(name: str, sources: tuple[str, ...], metrics: tuple[str, ...]) 
         "fee": f"percent {FEE_RANGE[0]:g}-{FEE_RANGE[1]:g}", "size": f"coins {SIZE_RANGE[0]:g}-{SIZE_RANGE[1]:g} "
                                                                       "(0 = one lot)",
         "sell": "an ISO time such as 2024-03-01T08:00Z inside the date range",
+        "train": f"whole days {WINDOW_RANGE[0]}-{WINDOW_RANGE[1]}",
+        "test": f"whole days {WINDOW_RANGE[0]}-{WINDOW_RANGE[1]}",
     }.get(name, "")
 
 
@@ -334,13 +338,15 @@ def config_from_inputs(i: Inputs) -> CallSimulationConfig:
     )
 
 
-# URL parameter -> the sidebar label of its input (the page uses these labels).
+# URL parameter -> the label of its input (the page uses these labels; train and test are the
+# walk-forward section's, the others the sidebar's).
 LABELS: dict[str, str] = {
     "src": "Data source (market data)", "u": "Underlying (coin)", "start": "Start date (UTC)",
     "end": "End date (UTC)", "tf": "Timeframe (bar length)", "every": "Decision interval (bars)",
     "dte": "Target DTE (days)", "dte_tol": "DTE tolerance (± days)", "delta": "Target delta (N(d1), 0-1)",
     "delta_tol": "Delta tolerance (± delta)", "fill": "Fill model (bid, mid, or share of half-spread given up)",
     "fee": "Fee rate (% of underlying per coin)", "size": "Position size (coins; 0 = one lot)",
+    "train": "Training window (days)", "test": "Test window (days)",
 }
 
 # Config field -> the URL parameter (and so the sidebar input) that sets it.

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -13,6 +17,7 @@ from dashboard import figures, params
 from data_cache.demo import DemoMarket
 from sim.data_source import DataSourceError
 from sim.simulator import CoveredCallSimulator
+from sim.sweep import sweep_delta_dte, walk_forward
 from sim.types import CallSimulationConfig
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -228,3 +233,86 @@ def test_grid_runs_and_use_best_sets_the_sliders():
     delta, dte = at.slider(key="delta").value, at.slider(key="dte").value
     assert f"delta {delta:.2f}, DTE {dte:g} days" in label
     assert (delta, dte) != (0.25, 7) or "delta 0.25, DTE 7 days" in label
+
+
+def chart_spec(at: AppTest, title_part: str) -> dict:
+    """The plotly figure (as JSON) of the page's one chart whose title contains ``title_part``."""
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (spec,) = [s for s in specs if title_part in s["layout"]["title"]["text"]]
+    return spec
+
+
+def _decode(values) -> np.ndarray:
+    """A plotly JSON array: a list, or ``{"dtype": ..., "bdata": base64}`` (plotly 6's typed arrays)."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values, dtype=float)
+
+
+SHORT = {"start": "2024-01-01", "end": "2024-02-15"}
+
+
+def test_heatmap_hover_shows_trade_counts_and_few_trade_cells_are_marked():
+    at = run(SHORT)
+    at.button(key="run_sweep").click().run()
+    assert not at.exception
+    cfg = CallSimulationConfig(start="2024-01-01", end="2024-02-15")
+    frame = sweep_delta_dte(DemoMarket(), cfg, params.SWEEP_DELTAS, params.SWEEP_DTES)
+    cells = chart_spec(at, "by target delta and DTE")["data"][0]
+    few = frame["n_trades"] < figures.MIN_TRADES
+    assert 0 < few.sum() < len(frame)  # the range has both kinds of cell
+    opacities = _decode(cells["marker"]["opacity"])
+    for hover, text, opacity, row, is_few in zip(cells["hovertext"], cells["text"], opacities,
+                                                  frame.itertuples(index=False), few, strict=True):
+        assert hover.startswith(f"delta {row.target_delta:.2f}, DTE {row.target_dte:g} days<br>"
+                                f"Excess return vs HODL (pp): {row.excess_return_pct:,.2f}<br>"
+                                f"trades: {row.n_trades}<br>decisions with no sale: {row.n_no_trade}")
+        assert ("few trades" in hover) == ("few trades" in text) == is_few
+        assert opacity == (0.3 if is_few else 1.0)
+    best = figures.reliable_best(frame.assign(value=frame["excess_return_pct"]), "excess_return_pct")
+    assert best["n_trades"] >= figures.MIN_TRADES
+    assert at.button(key="use_best").label.startswith(f"Use best: delta {best['target_delta']:.2f}, "
+                                                      f"DTE {best['target_dte']:g} days")
+    assert any(f"{few.sum()} of 36 cells have fewer than {figures.MIN_TRADES} trades" in c.value for c in at.caption)
+
+
+def test_walk_forward_section_renders_its_figure_table_and_sentence():
+    at = run({**SHORT, "train": "20", "test": "10"})
+    at.button(key="run_walk_forward").click().run()
+    assert not at.exception and not at.error
+    cfg = CallSimulationConfig(start="2024-01-01", end="2024-02-15")
+    result = walk_forward(DemoMarket(), cfg, params.SWEEP_DELTAS, params.SWEEP_DTES, 20, 10, "excess_return_pct")
+    spec = chart_spec(at, "Walk-forward out of sample")
+    oos, hodl, best = spec["data"]
+    curve = result.oos_equity_curve
+    np.testing.assert_array_equal(_decode(oos["y"]), curve["equity_usd"].to_numpy())
+    np.testing.assert_array_equal(_decode(hodl["y"]), curve["hodl_usd"].to_numpy())
+    b = result.full_best
+    assert best["name"] == f"hindsight best (delta {b['target_delta']:.2f}, DTE {b['target_dte']:g} days)"
+    assert _decode(best["y"])[-1] == pytest.approx(curve["equity_usd"].iloc[0]
+                                                   * (1 + b["same_span_metrics"]["total_return_pct"] / 100))
+    table = at.dataframe[-1].value
+    pd.testing.assert_frame_equal(table.reset_index(drop=True), figures.walk_forward_table(result),
+                                  check_dtype=False)
+    # 45 days: train Jan 1-21, test Jan 21-31; train Jan 11-31, test Jan 31-Feb 10 (the next would end Feb 20)
+    assert list(table["test from (UTC)"]) == ["2024-01-21", "2024-01-31"]
+    assert figures.luck_sentence(result) in [m.value for m in at.markdown]
+
+
+def test_walk_forward_windows_that_do_not_fit_give_one_clear_message():
+    at = run({**SHORT, "train": "40"})
+    (error,) = at.error
+    assert error.value == ("Walk-forward: training window (days) 40 + test window (days) 30 = 70 days do not fit "
+                           "in the range (45 days from start to end). Shorten the windows or lengthen the range.")
+    assert "run_walk_forward" not in {b.key for b in at.button}
+    at.number_input(key="train").set_value(10).run()
+    assert not at.error and "run_walk_forward" in {b.key for b in at.button}
+
+
+def test_walk_forward_link_values_are_bounded():
+    at = run({"train": "0", "test": "1e400"})
+    notices = " ".join(w.value for w in at.warning)
+    assert "`train=0` is not allowed (whole days 1-3650); reset to 90 (the default)." in notices
+    assert "`test=1e400` is not allowed (whole days 1-3650); reset to 30 (the default)." in notices
+    assert at.number_input(key="train").value == 90 and at.number_input(key="test").value == 30
+    assert not set(at.query_params) & {"train", "test"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 from dashboard import figures, params
 from data_cache.demo import DemoMarket
 from sim.simulator import CoveredCallSimulator
-from sim.sweep import sweep_delta_dte
+from sim.sweep import run_window, sweep_delta_dte, walk_forward
 from sim.types import CallSimulationConfig
 
 CFG = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-03-01", timeframe="1h",
@@ -93,19 +94,142 @@ def test_whatif_figure(trade_path):
     assert fig.layout.xaxis3.title.text == "Time (UTC)"
 
 
+def _trace(fig, name):
+    (trace,) = [t for t in fig.data if t.name == name]
+    return trace
+
+
 def test_sweep_figure_cells_carry_delta_and_dte():
     frame = sweep_delta_dte(DemoMarket(), CFG, [0.2, 0.3], [5, 7], metric="sharpe")
-    fig = figures.sweep_figure(frame, "sharpe", (0.3, 7))
+    fig = figures.sweep_figure(frame.assign(value=frame["sharpe"]), "sharpe", (0.3, 7))
     cells = fig.data[0]
     assert [list(c) for c in cells.customdata] == [[0.2, 5], [0.2, 7], [0.3, 5], [0.3, 7]]
-    np.testing.assert_array_equal(cells.marker.color, frame["value"].to_numpy())
+    np.testing.assert_array_equal(cells.marker.color, frame["sharpe"].to_numpy())
     assert _titles(fig) == ("Target delta N(d1)", "Target DTE (days)")
-    assert (fig.data[1].x[0], fig.data[1].y[0]) == ("0.30", "7")
+    assert cells.marker.colorbar.title.text == "Sharpe (annualized, USD)"
+    current = _trace(fig, "current sliders")
+    assert (current.x[0], current.y[0]) == ("0.30", "7")
     # a click as Streamlit 1.67 reports it
     point = {"curve_number": 0, "point_index": 1, "x": "0.20", "y": "7", "customdata": {"0": 0.2, "1": 7}}
     assert figures.sweep_cell(point) == (0.2, 7.0)
     assert figures.sweep_cell({"curve_number": 0, "x": "0.30", "y": "5"}) == (0.3, 5.0)
     assert figures.sweep_cell({"curve_number": 1, "x": "0.30", "y": "5"}) is None
+
+
+# A hand-made grid: (delta, dte, value, trades, decisions with no sale). The highest value (9.0)
+# has 3 trades, so the best cell to trust is the 4.0 one with 12.
+HAND = pd.DataFrame([(0.1, 3.0, 2.0, 20, 0), (0.1, 7.0, 9.0, 3, 5), (0.2, 3.0, 4.0, 12, 1), (0.2, 7.0, -1.5, 10, 2)],
+                    columns=["target_delta", "target_dte", "value", "n_trades", "n_no_trade"])
+
+
+def test_sweep_figure_hover_shows_the_trade_counts_and_marks_few_trade_cells():
+    fig = figures.sweep_figure(HAND, "excess_return_pct")
+    cells = fig.data[0]
+    assert list(cells.hovertext) == [
+        "delta 0.10, DTE 3 days<br>Excess return vs HODL (pp): 2.00<br>trades: 20<br>decisions with no sale: 0",
+        "delta 0.10, DTE 7 days<br>Excess return vs HODL (pp): 9.00<br>trades: 3<br>decisions with no sale: 5"
+        "<br><b>few trades</b> (fewer than 10): too few to mean anything",
+        "delta 0.20, DTE 3 days<br>Excess return vs HODL (pp): 4.00<br>trades: 12<br>decisions with no sale: 1",
+        "delta 0.20, DTE 7 days<br>Excess return vs HODL (pp): -1.50<br>trades: 10<br>decisions with no sale: 2",
+    ]
+    assert cells.hovertemplate == "%{hovertext}<extra></extra>"
+    assert list(cells.text) == ["2.00", "9.00<br>few trades (3)", "4.00", "-1.50"]
+    assert list(cells.marker.opacity) == [1.0, 0.3, 1.0, 1.0]  # only the 3-trade cell is faded
+    best = _trace(fig, "best")  # the 9.0 cell has too few trades: the best is the 4.0 one
+    assert (best.x[0], best.y[0]) == ("0.20", "3")
+    assert figures.reliable_best(HAND, "excess_return_pct")["value"] == 4.0
+    assert figures.reliable_best(HAND, "excess_return_pct", min_trades=1)["value"] == 9.0
+    # lower is better for drawdowns: -1.5 is the lowest among the cells with enough trades
+    assert figures.reliable_best(HAND, "max_drawdown_pct")["value"] == -1.5
+    # no cell with enough trades: no best outline
+    few = HAND.assign(n_trades=[1, 2, 3, 4])
+    assert [t.name for t in figures.sweep_figure(few, "sharpe").data] == ["Sharpe (annualized, USD)"]
+    assert figures.reliable_best(few, "sharpe") is None
+
+
+# ---------------------------------------------------------------------- walk-forward
+
+WF_BASE = CallSimulationConfig(underlying="BTC", start="2024-01-01", end="2024-04-01", timeframe="1d",
+                               decision_interval_bars=1, dte_tolerance=2, delta_tolerance=0.05)
+
+
+@pytest.fixture(scope="module")
+def walk():
+    result = walk_forward(DemoMarket(), WF_BASE, [0.15, 0.3], [3, 7], 30, 20, "excess_return_pct")
+    best = result.full_best
+    cell = replace(WF_BASE, target_delta=best["target_delta"], target_dte=best["target_dte"])
+    hindsight = run_window(DemoMarket(), cell, result.windows[0].test_start, result.windows[-1].test_end)
+    return result, hindsight
+
+
+def test_walk_forward_figure_carries_the_out_of_sample_hodl_and_hindsight_curves(walk):
+    result, hindsight = walk
+    curve = result.oos_equity_curve
+    fig = figures.walk_forward_figure(result, hindsight.equity_curve, "BTC", "USD")
+    assert _titles(fig) == ("Time (UTC)", "Equity (USD)")
+    oos, hodl, best = fig.data
+    assert oos.name == "walk-forward (out of sample)" and hodl.name == "HODL"
+    b = result.full_best
+    assert best.name == f"hindsight best (delta {b['target_delta']:.2f}, DTE {b['target_dte']:g} days)"
+    np.testing.assert_array_equal(oos.y, curve["equity_usd"].to_numpy())
+    np.testing.assert_array_equal(hodl.y, curve["hodl_usd"].to_numpy())
+    np.testing.assert_array_equal(best.y, hindsight.equity_curve["equity_usd"].to_numpy())
+    assert list(pd.DatetimeIndex(oos.x).tz_localize("UTC")) == list(curve.index)
+    # the hindsight line starts where the walk-forward does, and ends where it ends its own way
+    assert best.y[0] == oos.y[0]
+    assert best.y[-1] == pytest.approx(curve["equity_usd"].iloc[0] * (1 + b["same_span_metrics"]["total_return_pct"]
+                                                                       / 100))
+    coin = figures.walk_forward_figure(result, hindsight.equity_curve, "BTC", "coin")
+    assert coin.layout.yaxis.title.text == "Equity (BTC)"
+    np.testing.assert_array_equal(coin.data[0].y, curve["equity_coin"].to_numpy())
+    np.testing.assert_array_equal(coin.data[1].y, curve["hodl_coin"].to_numpy())
+    # one dotted line at the start of each test window
+    assert [pd.Timestamp(s.x0).tz_localize("UTC") for s in fig.layout.shapes] == [w.test_start
+                                                                                  for w in result.windows]
+    assert len(figures.walk_forward_figure(result, None, "BTC").data) == 2
+
+
+def test_walk_forward_table_has_one_row_per_window_with_its_numbers(walk):
+    result, _ = walk
+    table = figures.walk_forward_table(result)
+    label = "Excess return vs HODL (pp)"
+    assert list(table.columns) == ["train from (UTC)", "train to (UTC, excl.)", "test from (UTC)",
+                                   "test to (UTC, excl.)", "delta", "DTE (days)", f"in-sample {label}",
+                                   f"out-of-sample {label}", "in-sample trades", "out-of-sample trades", "note"]
+    assert len(table) == len(result.windows) == 3
+    assert list(table["train from (UTC)"]) == ["2024-01-01", "2024-01-21", "2024-02-10"]
+    assert list(table["test to (UTC, excl.)"]) == ["2024-02-20", "2024-03-11", "2024-03-31"]
+    for row, w in zip(table.itertuples(index=False), result.windows, strict=True):
+        assert (row.delta, row[5]) == (w.target_delta, w.target_dte)
+        assert row[6] == w.value == w.in_sample["excess_return_pct"]
+        assert row[7] == w.out_of_sample["excess_return_pct"]
+        assert (row[8], row[9]) == (w.in_sample["n_trades"], w.out_of_sample["n_trades"])
+
+
+def test_luck_sentence_compares_the_hindsight_best_with_out_of_sample(walk):
+    result, _ = walk
+    b = result.full_best
+    same, oos = b["same_span_metrics"]["excess_return_pct"], result.oos_metrics["excess_return_pct"]
+    text = figures.luck_sentence(result)
+    assert text.startswith(f"In hindsight the grid's best cell by excess return vs HODL is delta "
+                           f"{b['target_delta']:.2f}, DTE {b['target_dte']:g} days ({b['value']:,.2f} pp over the "
+                           "whole range")
+    assert f"over 2024-01-31 to 2024-03-31 it scores {same:,.2f} pp" in text
+    assert f"scored {oos:,.2f} pp out of sample" in text
+    # by hand: the hindsight cell 5 pp better than choosing ahead -> 5 pp of luck; worse -> none
+    lucky = replace(result, oos_metrics={**result.oos_metrics, "excess_return_pct": same - 5.0})
+    assert figures.luck_sentence(lucky).endswith(": 5.00 pp of the heatmap's best is luck, hindsight that "
+                                                 "choosing ahead did not have.")
+    unlucky = replace(result, oos_metrics={**result.oos_metrics, "excess_return_pct": same + 2.5})
+    assert figures.luck_sentence(unlucky).endswith("choosing ahead did as well or better (by 2.50 pp), so none "
+                                                   "of the heatmap's best is luck here.")
+    # a drawdown is better lower: the hindsight cell's 10% against 14% out of sample is 4 points of luck
+    dd = replace(result, metric="max_drawdown_pct", oos_metrics={**result.oos_metrics, "max_drawdown_pct": 14.0},
+                 full_best={**b, "same_span_metrics": {**b["same_span_metrics"], "max_drawdown_pct": 10.0}})
+    assert figures.luck_sentence(dd).endswith(": 4.00% of the heatmap's best is luck, hindsight that choosing "
+                                              "ahead did not have.")
+    none = figures.luck_sentence(replace(result, full_best=None))
+    assert none.startswith("No cell has a defined excess return vs HODL over the whole range")
 
 
 def test_headline_metrics_formats_core_numbers(result):

@@ -35,6 +35,7 @@ HOSTILE: list[dict[str, str | list[str]]] = [
     {"src": PAYLOAD}, {"tf": HTML}, {"dte": HTML}, {PAYLOAD: "1"}, {HTML: HTML}, {"x" * 5000: "1"},
     {"u": "BTC" * 40}, {"metric": "best", "view": "EUR"}, {"every": ["24", "inf"]},
     {"sell": "x\n\n![p](http://evil.example/p.png)"},
+    {"train": PAYLOAD, "test": "inf"}, {"train": "3651", "test": "-1"}, {"train": BIG},
 ]
 
 

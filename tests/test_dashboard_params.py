@@ -103,6 +103,8 @@ def test_escape_markdown_leaves_no_markdown():
     ("u", "btc"), ("u", "BTC "), ("u", PAYLOAD), ("tf", "7m"), ("fill", "0.6"), ("view", "EUR"), ("metric", "best"),
     ("metric", "excess_return_pct"), ("src", "files"), ("src", "DEMO"), ("sell", "yesterday"), ("sell", "now"),
     ("sell", PAYLOAD), ("sell", "2024-03-01T08:00Z" + "0" * 100),
+    ("train", "0"), ("train", "3651"), ("train", "90.5"), ("train", "inf"), ("train", "-30"), ("train", PAYLOAD),
+    ("test", "0"), ("test", "1e400"), ("test", "nan"), ("test", "9" * 200), ("test", "٣٠"),
 ])
 def test_parse_param_refuses_what_the_widget_does_not_take(name, text):
     assert params.parse_param(name, text, SOURCES, METRICS) is None
@@ -112,10 +114,11 @@ def test_parse_param_takes_what_the_widgets_take():
     got = {name: params.parse_param(name, text, SOURCES, METRICS) for name, text in [
         ("every", "48"), ("every", "1e1"), ("dte", "10"), ("dte_tol", "0.5"), ("delta", "0.3"), ("delta_tol", ".04"),
         ("fee", "0.02"), ("size", "3"), ("start", "2024-02-01"), ("end", "2030-12-31"), ("u", "ETH"), ("tf", "4h"),
-        ("fill", "0.5"), ("view", "coin"), ("metric", "sharpe"), ("src", "deribit")]}
+        ("fill", "0.5"), ("view", "coin"), ("metric", "sharpe"), ("src", "deribit"), ("train", "3650"),
+        ("test", "1")]}
     assert got == {"every": 10, "dte": 10, "dte_tol": 0.5, "delta": 0.3, "delta_tol": 0.04, "fee": 0.02, "size": 3.0,
                    "start": dt.date(2024, 2, 1), "end": dt.date(2030, 12, 31), "u": "ETH", "tf": "4h", "fill": "0.5",
-                   "view": "coin", "metric": "sharpe", "src": "deribit"}
+                   "view": "coin", "metric": "sharpe", "src": "deribit", "train": 3650, "test": 1}
     assert params.parse_param("every", "48", SOURCES, METRICS) == 48
     assert params.parse_param("sell", "2024-03-01T08:00Z", SOURCES, METRICS) == pd.Timestamp("2024-03-01T08:00Z")
     # a '+' in a URL decodes to a space
@@ -156,6 +159,17 @@ def test_check_link_bounds_the_notices():
     assert len(check.notices) == params.MAX_NOTICES
     more = 10_000 - params.MAX_NOTICES + 1
     assert check.notices[-1] == f"{more:,} more parameters of the link were refused; removed."
+
+
+def test_walk_forward_window_params_are_whole_days_within_the_cores_bounds():
+    from sim.sweep import MAX_WINDOW_DAYS
+    assert params.WINDOW_RANGE == (1, MAX_WINDOW_DAYS)
+    assert (params.DEFAULTS["train"], params.DEFAULTS["test"]) == (90, 30)  # as python -m sim walk-forward
+    check = params.check_link({"train": ["0"], "test": [PAYLOAD]}, SOURCES, METRICS)
+    assert check.remove == ("train", "test")
+    assert check.notices[0] == "`train=0` is not allowed (whole days 1-3650); reset to 90 (the default)."
+    assert_quoted_only(check.notices[1], f"test={PAYLOAD}")
+    assert check.notices[1].endswith("is not allowed (whole days 1-3650); reset to 30 (the default).")
 
 
 def test_every_url_parameter_has_a_parser_and_words_for_notices():
