@@ -93,6 +93,7 @@ _YEAR_NS = DAYS_PER_YEAR * 86_400e9
 _DAY_CACHE_DAYS = 1_100  # about 3 years of minute paths, ~25 MiB per instance
 _DELTA_RANGE = (0.02, 0.98)  # call deltas a chain's strikes cover
 _COLUMNS = ["open", "high", "low", "close", "volume"]
+_MARK_CHUNK = 1 << 18  # mark points priced per pass of get_option_marks_batch (bounds its temporaries)
 
 
 @functools.lru_cache(maxsize=32)
@@ -138,6 +139,16 @@ def _names_of(sym: str, settlement: SettlementStyle, expiry_ns: np.ndarray, stri
     base = [e_text[a] + k_text[b] for a, b in zip(ke.tolist(), kk.tolist(), strict=True)]
     calls = np.array([b + "-C" for b in base], dtype=object)[codes]
     return calls, (np.array([b + "-P" for b in base], dtype=object)[codes] if puts else None)
+
+
+@functools.lru_cache(maxsize=131_072)
+def _parsed_name(name: str) -> tuple[str, str, int, float, bool, bool]:
+    """``(coin, settlement, expiry ns UTC, strike USD, is a put, usable)`` of a Deribit option name, usable
+    meaning a demo coin with a strike > 0 (raises ``ValueError`` for a name that does not parse)."""
+    parsed = parse_instrument_name(name)
+    usable = parsed.underlying in COINS and parsed.strike > 0
+    return (parsed.underlying, parsed.settlement, parsed.expiry.as_unit("ns").value, parsed.strike,
+            parsed.option_type == "put", usable)
 
 
 def _ns(value, name: str, clip_end: bool = False) -> int:
@@ -370,6 +381,8 @@ class DemoMarket:
         same operations, done once per (instant, expiry) pair where they depend on the pair only.
         None when no instant lists an expiry in its range.
         """
+        if len(t_ns) == 0:
+            return None
         p = COINS[sym]
         settlement = underlying_spec(sym).settlement
         day_ns = _DAY_MIN * _MIN_NS
@@ -533,6 +546,173 @@ class DemoMarket:
             return np.empty(0, dtype=np.int64), np.empty(0)
         t_ns, nb, mark, (_, _, _, s_close) = bars
         return t_ns[1:nb + 1], mark(s_close, slice(1, nb + 1))
+
+    def get_option_marks_batch(self, instrument_names, start_ns, end_ns,
+                               timeframe: Timeframe) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Many options' mark paths in one call, in CSR form: ``(offsets, close_ns, closes)``.
+
+        Item ``i`` is ``get_option_marks(instrument_names[i], pd.Timestamp(start_ns[i], tz="UTC"),
+        pd.Timestamp(end_ns[i], tz="UTC"), timeframe)`` element for element (bit for bit): its
+        instants (each bar's end, int64 ns UTC) are ``close_ns[offsets[i]:offsets[i + 1]]`` and its
+        marks (settlement unit per coin: coin for BTC/ETH, USDC for the linear coins; the payoff at
+        :meth:`get_settlement_price` from the expiry on) ``closes[offsets[i]:offsets[i + 1]]``.
+        ``start_ns``, ``end_ns``: int64 ns UTC; a range running past the data is clipped to its end
+        and a bad item raises the ``ValueError`` :meth:`get_option_marks` raises (the first one's).
+        All items' bars are priced as arrays together: per coin, the spot and GARCH vol once per bar
+        instant, the forward, ATM vol and time to expiry once per (expiry, instant).
+        """
+        names = list(instrument_names)
+        start_ns, end_ns = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (start_ns, end_ns))
+        n = len(names)
+        if not n == len(start_ns) == len(end_ns):
+            raise ValueError(f"get_option_marks_batch: {n} names but {len(start_ns)} starts and {len(end_ns)} ends")
+        items = self._mark_items(names, start_ns, end_ns, timeframe)
+        nb = items["nb"]
+        fallback = np.flatnonzero(items["bad"])
+        parts = {}
+        for i in fallback.tolist():  # raises get_option_marks's error, or (if it does not) answers
+            parts[i] = self.get_option_marks(names[i], pd.Timestamp(int(start_ns[i]), tz="UTC"),
+                                             pd.Timestamp(int(end_ns[i]), tz="UTC"), timeframe)
+            nb[i] = len(parts[i][0])
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(nb, out=offsets[1:])
+        close_ns, closes = np.empty(offsets[-1], dtype=np.int64), np.empty(offsets[-1])
+        for i, (t, v) in parts.items():
+            close_ns[offsets[i]:offsets[i + 1]], closes[offsets[i]:offsets[i + 1]] = t, v
+        good = ~items["bad"] & (nb > 0)
+        m = items.pop("m")
+        groups = zip(items["sym"][good].tolist(), items["settlement"][good].tolist(), strict=True)
+        for sym, settlement in dict.fromkeys(groups):
+            sel = np.flatnonzero(good & (items["sym"] == sym) & (items["settlement"] == settlement))
+            self._marks_of(sym, settlement, {k: v[sel] for k, v in items.items()}, m, offsets[sel], close_ns, closes)
+        return offsets, close_ns, closes
+
+    def _mark_items(self, names: list[str], start_ns: np.ndarray, end_ns: np.ndarray, timeframe) -> dict:
+        """Per item of :meth:`get_option_marks_batch`: coin, settlement, expiry (ns), strike (USD), put or call,
+        first bar (minute index since 2019-01-01) and number of bars, and ``bad``: items whose
+        name, range or settlement :meth:`get_option_marks` may refuse (they go through it)."""
+        parsed = {}
+        for name in dict.fromkeys(names):
+            try:
+                parsed[name] = _parsed_name(name)
+            except ValueError:
+                parsed[name] = None
+        none = ("", "", 0, 0.0, False, False)
+        rows = [parsed[name] or none for name in names]
+        sym, settlement = (np.array([r[j] for r in rows], dtype=object) for j in (0, 1))
+        exp_ns = np.array([r[2] for r in rows], dtype=np.int64)
+        strike = np.array([r[3] for r in rows], dtype=np.float64)
+        put = np.array([r[4] for r in rows], dtype=bool)
+        bad = ~np.array([r[5] for r in rows], dtype=bool)  # r[5]: parsed, a demo coin, strike > 0
+        m = TIMEFRAME_MINUTES.get(timeframe, 0) if isinstance(timeframe, str) else 0
+        if m == 0:
+            bad[:] = True
+            m = 1
+        bar_ns = m * _MIN_NS
+        e_clip = np.minimum(end_ns, _END_NS)
+        bad |= (start_ns < _EPOCH_NS) | (start_ns > _END_NS) | (end_ns < _EPOCH_NS) | (e_clip < start_ns)
+        s_ok = np.where(bad, _EPOCH_NS, start_ns)
+        m0 = (s_ok - _EPOCH_NS) // bar_ns * m
+        nb = np.where(bad, 0, -(-(np.where(bad, _EPOCH_NS, e_clip) - _EPOCH_NS - m0 * _MIN_NS) // bar_ns))
+        last_ns = _EPOCH_NS + (m0 + nb * m) * _MIN_NS
+        bad |= (nb > 0) & (last_ns >= exp_ns) & (exp_ns < _EPOCH_NS)  # a settlement before the data
+        return {"sym": sym, "settlement": settlement, "exp_ns": exp_ns, "strike": strike, "put": put,
+                "m0": m0, "nb": nb, "bad": bad, "m": m}
+
+    def _marks_of(self, sym: str, settlement: SettlementStyle, it: dict, m: int, offsets: np.ndarray,
+                  close_ns: np.ndarray, closes: np.ndarray) -> None:
+        """Price the items ``it`` (one coin and settlement, each with bars) of :meth:`get_option_marks_batch` into
+        ``close_ns``/``closes`` at ``offsets``: the operations of :meth:`_model` at each bar end,
+        shared per bar instant (spot, vol, basis) and per (expiry, instant) (forward, ATM vol, T)."""
+        p = COINS[sym]
+        inverse = settlement == "inverse"
+        nb, m0 = it["nb"], it["m0"]
+        # the coin's bar instants, on one grid of m minutes from the first close to the last
+        first, last = int((m0 + m).min()), int((m0 + nb * m).max())
+        span = (last - first) // m + 1
+        if span <= 2 * int(nb.sum()) + 1_000:
+            grid = first + m * np.arange(span, dtype=np.int64)
+            g_spot, g_sigma, g_basis = self._minute_state(sym, grid)
+        else:
+            grid = None
+        # items sorted by expiry, then cut into chunks of about _MARK_CHUNK points
+        order = np.lexsort((m0, it["exp_ns"]))
+        cum = np.cumsum(nb[order])
+        cuts = np.searchsorted(cum, np.arange(_MARK_CHUNK, int(cum[-1]), _MARK_CHUNK), side="right")
+        for chunk in np.split(order, np.unique(cuts)):
+            if len(chunk) == 0:
+                continue
+            c_nb, c_m0, c_exp = nb[chunk], m0[chunk], it["exp_ns"][chunk]
+            n_pts = int(c_nb.sum())
+            local = np.cumsum(c_nb) - c_nb
+            minute = np.arange(n_pts, dtype=np.int64) * m
+            minute += np.repeat(c_m0 + m - m * local, c_nb)  # each item's closes: m0 + m, ..., m0 + nb m
+            pos = np.arange(n_pts, dtype=np.int64)
+            pos += np.repeat(offsets[chunk] - local, c_nb)
+            t_ns = _EPOCH_NS + minute * _MIN_NS
+            close_ns[pos] = t_ns
+
+            # nodes: (expiry, instant) pairs; per expiry one grid from its items' first to last close
+            exps, e_of = np.unique(c_exp, return_inverse=True)
+            e_first = np.full(len(exps), np.iinfo(np.int64).max)
+            np.minimum.at(e_first, e_of, c_m0 + m)
+            e_last = np.zeros(len(exps), dtype=np.int64)
+            np.maximum.at(e_last, e_of, c_m0 + c_nb * m)
+            e_len = (e_last - e_first) // m + 1
+            if int(e_len.sum()) <= n_pts:
+                e_start = np.cumsum(e_len) - e_len
+                node_minute = np.arange(int(e_len.sum()), dtype=np.int64) * m
+                node_minute += np.repeat(e_first - m * e_start, e_len)
+                node_exp = np.repeat(exps, e_len)
+                node = np.repeat(e_start[e_of] - e_first[e_of] // m, c_nb) + minute // m
+            else:  # the items of an expiry far apart: one node per point
+                node_minute, node_exp, node = minute, np.repeat(c_exp, c_nb), None
+            if grid is not None:
+                at = (node_minute - first) // m
+                spot, sigma, basis = g_spot[at], g_sigma[at], g_basis[at]
+            else:
+                spot, sigma, basis = self._minute_state(sym, node_minute)
+            node_t = _EPOCH_NS + node_minute * _MIN_NS
+            T = (node_exp - node_t) / _YEAR_NS
+            F = spot * np.exp(basis * T)
+            atm = atm_vol(sigma, p.vol, T, p.vrp)
+            scale = moneyness_scale(atm, T)
+            sqrt_T = np.sqrt(np.maximum(T, 0.0))
+            if node is not None:
+                F, atm, scale, sqrt_T = F[node], atm[node], scale[node], sqrt_T[node]
+
+            K = np.repeat(it["strike"][chunk], c_nb)
+            x = np.log(K / F)
+            x /= scale
+            iv = smile_iv(atm, x, p)
+            with np.errstate(divide="ignore", invalid="ignore"):  # T <= 0: replaced by the payoff below
+                log_fk = np.log(F / K)
+                c_put = it["put"][chunk]
+                if not c_put.any():
+                    value = black76_r0(F, K, sqrt_T, iv, log_fk, "call")[0]
+                else:
+                    value = np.where(np.repeat(c_put, c_nb), black76_r0(F, K, sqrt_T, iv, log_fk, "put")[0],
+                                     black76_r0(F, K, sqrt_T, iv, log_fk, "call")[0])
+            if inverse:
+                value /= F
+            # from the expiry on: the payoff at the settlement (the spot at 08:00 UTC)
+            settles = _EPOCH_NS + (c_m0 + c_nb * m) * _MIN_NS >= c_exp  # the last close at or after expiry
+            if settles.any():
+                s_exp = self._spot_state(sym, (c_exp[settles] - _EPOCH_NS) // _MIN_NS)[0]
+                k_exp = it["strike"][chunk][settles]
+                intrinsic = np.where(c_put[settles], np.maximum(k_exp - s_exp, 0.0), np.maximum(s_exp - k_exp, 0.0))
+                pay = np.zeros(len(chunk))
+                pay[settles] = intrinsic / s_exp if inverse else intrinsic
+                expired = t_ns >= np.repeat(c_exp, c_nb)
+                value = np.where(expired, np.repeat(pay, c_nb), value)
+            closes[pos] = value
+
+    def _minute_state(self, sym: str, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(spot USD, GARCH vol, forward basis per year) at minute indices since 2019-01-01, as
+        :meth:`_option_bars` and :meth:`_model` compute them there."""
+        spot, logs = self._spot_state(sym, minutes)
+        t_ns = _EPOCH_NS + minutes * _MIN_NS
+        return spot, self._sigma(sym, minutes, logs), basis_rate(COINS[sym], (t_ns - _EPOCH_NS) / _YEAR_NS)
 
     def _option_bars(self, instrument_name: str, start, end, timeframe, closes_only: bool = False):
         """What :meth:`get_option_ohlc` prices from: ``(bar boundary instants (ns), number of bars,
