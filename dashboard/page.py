@@ -159,8 +159,10 @@ def on_sweep_select() -> None:
 
 
 def use_cell(delta: float, dte: float) -> None:
+    """Set the sidebar's target delta and DTE; the whole page then reruns (see :func:`research_section`)."""
     st.session_state["delta"] = round(float(delta), 2)
     st.session_state["dte"] = int(round(float(dte)))
+    st.session_state["rerun_page"] = True
 
 
 def clear_sell() -> None:
@@ -466,7 +468,11 @@ def walk_forward_section(src: str, cfg: CallSimulationConfig, metric: str, view:
         st.subheader(f"Windows ({len(result.windows)})")
         st.caption(f"Dates in UTC, window ends excluded; delta and DTE (days) chosen on the training window; "
                    f"{label} in sample (training) and out of sample (test), in {unit}.")
-        st.dataframe(figures.walk_forward_table(result), hide_index=True)
+        table = figures.walk_forward_table(result)
+        two = st.column_config.NumberColumn(format="%.2f")
+        st.dataframe(table, hide_index=True, column_config={
+            "delta": two, "DTE (days)": st.column_config.NumberColumn(format="%g"),
+            **{c: two for c in table.columns if c.startswith(("in-sample ", "out-of-sample ")) and "trades" not in c}})
 
 
 def share_link() -> None:
@@ -498,6 +504,7 @@ def check_link(sources: tuple[str, ...]) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="covered-call lab", layout="wide")
+    st.session_state.pop("rerun_page", None)  # a whole run: nothing left for research_section to rerun
     sources = available_sources()
     if "link_notices" not in st.session_state:
         check_link(sources)
@@ -580,7 +587,18 @@ def main() -> None:
                            file_name=f"covered_calls_{cfg.underlying}_{cfg.start:%Y%m%d}_{cfg.end:%Y%m%d}.csv",
                            help="All trades with the core's columns: *_usd in USD, *_coin in coins.")
     what_if_section(inputs.src, cfg, result)
+    research_section(inputs.src, cfg, view)
+
+
+@st.fragment
+def research_section(src: str, cfg: CallSimulationConfig, view: str) -> None:
+    """The heatmap and the walk-forward. A fragment: their buttons, the metric and the window
+    lengths rerun only this part, not the backtest's charts above. A cell or "Use best" changes
+    the sidebar's sliders, which needs the whole page: the callback marks it and this reruns it
+    (a whole run clears the mark first, in :func:`main`)."""
+    if st.session_state.pop("rerun_page", False):
+        st.rerun(scope="app")
     with st.container(key="tune_section"):
-        metric = sweep_section(inputs.src, cfg)
+        metric = sweep_section(src, cfg)
     with st.container(key="walk_forward_section"):
-        walk_forward_section(inputs.src, cfg, metric, view)
+        walk_forward_section(src, cfg, metric, view)

@@ -218,3 +218,46 @@ def test_a_markdown_link_shows_its_text_and_fetches_nothing_from_another_host(se
     assert not set(query(page)) & {"sell", "u", "`[x](http://evil.example/a)`"}
     full_screenshot(page, ARTIFACTS / "dashboard_hostile_link.png")
     context.close()
+
+
+def test_heatmap_hover_names_the_trades_and_the_walk_forward_draws(server, browser):
+    from dashboard import figures
+    from dashboard.params import SWEEP_DELTAS, SWEEP_DTES
+    from sim.sweep import sweep_delta_dte, walk_forward
+
+    context, page = open_page(browser, server + "?start=2024-01-01&end=2024-03-01&train=30&test=10")
+    button = page.get_by_role("button", name="Run the 6 × 6 grid")
+    button.scroll_into_view_if_needed()
+    button.click()
+    page.get_by_role("button", name="Use best").wait_for(timeout=60_000)
+    wait_idle(page)
+    cfg = CallSimulationConfig(start="2024-01-01", end="2024-03-01")
+    frame = sweep_delta_dte(DemoMarket(), cfg, SWEEP_DELTAS, SWEEP_DTES)
+    few = int(next(i for i, n in enumerate(frame["n_trades"]) if n < figures.MIN_TRADES))
+    chart = page.locator(".st-key-sweep_chart")
+    cell = chart.locator("g.points path.point").nth(few)
+    cell.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    box = cell.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    hover = chart.locator(".hoverlayer .hovertext")
+    hover.first.wait_for(timeout=10_000)
+    lines = hover.first.locator("tspan.line").all_text_contents()  # SVG: one tspan per line of the label
+    row = frame.iloc[few]
+    assert lines[0] == f"delta {row['target_delta']:.2f}, DTE {row['target_dte']:g} days"
+    assert lines[2:4] == [f"trades: {int(row['n_trades'])}", f"decisions with no sale: {int(row['n_no_trade'])}"]
+    assert lines[4].startswith("few trades")
+
+    run = page.get_by_role("button", name="Run the walk-forward")
+    run.scroll_into_view_if_needed()
+    run.click()
+    section = page.locator(".st-key-walk_forward_result")
+    section.wait_for(timeout=120_000)
+    wait_idle(page)
+    result = walk_forward(DemoMarket(), cfg, SWEEP_DELTAS, SWEEP_DTES, 30, 10, "excess_return_pct")
+    assert figures.luck_sentence(result)[:60] in section.inner_text()
+    legend = section.locator(".legendtext").all_text_contents()
+    assert legend[:2] == ["walk-forward (out of sample)", "HODL"] and legend[2].startswith("hindsight best")
+    section.scroll_into_view_if_needed()
+    full_screenshot(page, ARTIFACTS / "dashboard_walk_forward.png")
+    context.close()
