@@ -621,91 +621,115 @@ class DemoMarket:
 
     def _marks_of(self, sym: str, settlement: SettlementStyle, it: dict, m: int, offsets: np.ndarray,
                   close_ns: np.ndarray, closes: np.ndarray) -> None:
-        """Price the items ``it`` (one coin and settlement, each with bars) of :meth:`get_option_marks_batch` into
-        ``close_ns``/``closes`` at ``offsets``: the operations of :meth:`_model` at each bar end,
-        shared per bar instant (spot, vol, basis) and per (expiry, instant) (forward, ATM vol, T)."""
-        p = COINS[sym]
-        inverse = settlement == "inverse"
+        """Price the items ``it`` (one coin and settlement, each with bars of ``m`` minutes) of
+        :meth:`get_option_marks_batch` into ``close_ns``/``closes`` at ``offsets``: the operations
+        of :meth:`_model` at each bar end, each done once where its inputs repeat (spot, vol and
+        basis per bar instant; forward, ATM vol and T per (expiry, instant); the mark per (option,
+        instant), so overlapping paths of one option are priced once)."""
         nb, m0 = it["nb"], it["m0"]
-        # the coin's bar instants, on one grid of m minutes from the first close to the last
         first, last = int((m0 + m).min()), int((m0 + nb * m).max())
         span = (last - first) // m + 1
-        if span <= 2 * int(nb.sum()) + 1_000:
-            grid = first + m * np.arange(span, dtype=np.int64)
-            g_spot, g_sigma, g_basis = self._minute_state(sym, grid)
-        else:
-            grid = None
-        # items sorted by expiry, then cut into chunks of about _MARK_CHUNK points
-        order = np.lexsort((m0, it["exp_ns"]))
+        grid = None
+        if span <= 2 * int(nb.sum()) + 1_000:  # the coin's bar instants from the first close to the last
+            grid = (first, *self._minute_state(sym, first + m * np.arange(span, dtype=np.int64)))
+        # items sorted by option (expiry, strike, side), then start; cut into chunks of ~_MARK_CHUNK points
+        order = np.lexsort((m0, it["put"], it["strike"], it["exp_ns"]))
         cum = np.cumsum(nb[order])
         cuts = np.searchsorted(cum, np.arange(_MARK_CHUNK, int(cum[-1]), _MARK_CHUNK), side="right")
         for chunk in np.split(order, np.unique(cuts)):
             if len(chunk) == 0:
                 continue
-            c_nb, c_m0, c_exp = nb[chunk], m0[chunk], it["exp_ns"][chunk]
+            c_nb, c_m0 = nb[chunk], m0[chunk]
+            c_exp, c_k, c_put = it["exp_ns"][chunk], it["strike"][chunk], it["put"][chunk]
             n_pts = int(c_nb.sum())
             local = np.cumsum(c_nb) - c_nb
             minute = np.arange(n_pts, dtype=np.int64) * m
             minute += np.repeat(c_m0 + m - m * local, c_nb)  # each item's closes: m0 + m, ..., m0 + nb m
             pos = np.arange(n_pts, dtype=np.int64)
             pos += np.repeat(offsets[chunk] - local, c_nb)
-            t_ns = _EPOCH_NS + minute * _MIN_NS
-            close_ns[pos] = t_ns
+            close_ns[pos] = _EPOCH_NS + minute * _MIN_NS
 
-            # nodes: (expiry, instant) pairs; per expiry one grid from its items' first to last close
-            exps, e_of = np.unique(c_exp, return_inverse=True)
-            e_first = np.full(len(exps), np.iinfo(np.int64).max)
-            np.minimum.at(e_first, e_of, c_m0 + m)
-            e_last = np.zeros(len(exps), dtype=np.int64)
-            np.maximum.at(e_last, e_of, c_m0 + c_nb * m)
-            e_len = (e_last - e_first) // m + 1
-            if int(e_len.sum()) <= n_pts:
-                e_start = np.cumsum(e_len) - e_len
-                node_minute = np.arange(int(e_len.sum()), dtype=np.int64) * m
-                node_minute += np.repeat(e_first - m * e_start, e_len)
-                node_exp = np.repeat(exps, e_len)
-                node = np.repeat(e_start[e_of] - e_first[e_of] // m, c_nb) + minute // m
-            else:  # the items of an expiry far apart: one node per point
-                node_minute, node_exp, node = minute, np.repeat(c_exp, c_nb), None
-            if grid is not None:
-                at = (node_minute - first) // m
-                spot, sigma, basis = g_spot[at], g_sigma[at], g_basis[at]
+            # options: runs of items with one (expiry, strike, side), each priced on one grid
+            new = np.ones(len(chunk), dtype=bool)
+            new[1:] = (c_exp[1:] != c_exp[:-1]) | (c_k[1:] != c_k[:-1]) | (c_put[1:] != c_put[:-1])
+            o_start = np.flatnonzero(new)
+            o_first = np.minimum.reduceat(c_m0 + m, o_start)
+            o_len = (np.maximum.reduceat(c_m0 + c_nb * m, o_start) - o_first) // m + 1
+            if int(o_len.sum()) < n_pts:  # overlapping paths: price each (option, instant) once
+                o_cum = np.cumsum(o_len) - o_len
+                ev_minute = np.arange(int(o_len.sum()), dtype=np.int64) * m
+                ev_minute += np.repeat(o_first - m * o_cum, o_len)
+                value = self._marks_at(sym, settlement, m, grid, ev_minute, o_len,
+                                       c_exp[o_start], c_k[o_start], c_put[o_start])
+                point_ev = np.repeat((o_cum - o_first // m)[np.cumsum(new) - 1], c_nb)
+                point_ev += minute // m
+                closes[pos] = value[point_ev]
             else:
-                spot, sigma, basis = self._minute_state(sym, node_minute)
-            node_t = _EPOCH_NS + node_minute * _MIN_NS
-            T = (node_exp - node_t) / _YEAR_NS
-            F = spot * np.exp(basis * T)
-            atm = atm_vol(sigma, p.vol, T, p.vrp)
-            scale = moneyness_scale(atm, T)
-            sqrt_T = np.sqrt(np.maximum(T, 0.0))
-            if node is not None:
-                F, atm, scale, sqrt_T = F[node], atm[node], scale[node], sqrt_T[node]
+                closes[pos] = self._marks_at(sym, settlement, m, grid, minute, c_nb, c_exp, c_k, c_put)
 
-            K = np.repeat(it["strike"][chunk], c_nb)
-            x = np.log(K / F)
-            x /= scale
-            iv = smile_iv(atm, x, p)
-            with np.errstate(divide="ignore", invalid="ignore"):  # T <= 0: replaced by the payoff below
-                log_fk = np.log(F / K)
-                c_put = it["put"][chunk]
-                if not c_put.any():
-                    value = black76_r0(F, K, sqrt_T, iv, log_fk, "call")[0]
-                else:
-                    value = np.where(np.repeat(c_put, c_nb), black76_r0(F, K, sqrt_T, iv, log_fk, "put")[0],
-                                     black76_r0(F, K, sqrt_T, iv, log_fk, "call")[0])
-            if inverse:
-                value /= F
-            # from the expiry on: the payoff at the settlement (the spot at 08:00 UTC)
-            settles = _EPOCH_NS + (c_m0 + c_nb * m) * _MIN_NS >= c_exp  # the last close at or after expiry
-            if settles.any():
-                s_exp = self._spot_state(sym, (c_exp[settles] - _EPOCH_NS) // _MIN_NS)[0]
-                k_exp = it["strike"][chunk][settles]
-                intrinsic = np.where(c_put[settles], np.maximum(k_exp - s_exp, 0.0), np.maximum(s_exp - k_exp, 0.0))
-                pay = np.zeros(len(chunk))
-                pay[settles] = intrinsic / s_exp if inverse else intrinsic
-                expired = t_ns >= np.repeat(c_exp, c_nb)
-                value = np.where(expired, np.repeat(pay, c_nb), value)
-            closes[pos] = value
+    def _marks_at(self, sym: str, settlement: SettlementStyle, m: int, grid, minute: np.ndarray,
+                  counts: np.ndarray, exp_ns: np.ndarray, strike: np.ndarray, put: np.ndarray) -> np.ndarray:
+        """Marks (settlement unit per coin) of options ``(exp_ns, strike, put)``, sorted by expiry,
+        at bar-end minute indices ``minute`` (the first ``counts[0]`` the first option's, ascending,
+        and so on), as :meth:`_option_bars` prices them: the payoff from the expiry on. ``grid``:
+        ``(first minute, spot, vol, basis)`` on every ``m``-th minute from the first, or None."""
+        p = COINS[sym]
+        # nodes: (expiry, instant) pairs; per expiry one grid from its options' first to last instant
+        ends = np.cumsum(counts)
+        o_first, o_last = minute[ends - counts], minute[ends - 1]
+        e_new = np.ones(len(exp_ns), dtype=bool)
+        e_new[1:] = exp_ns[1:] != exp_ns[:-1]
+        e_start = np.flatnonzero(e_new)
+        e_first = np.minimum.reduceat(o_first, e_start)
+        e_len = (np.maximum.reduceat(o_last, e_start) - e_first) // m + 1
+        if int(e_len.sum()) <= len(minute):
+            e_cum = np.cumsum(e_len) - e_len
+            node_minute = np.arange(int(e_len.sum()), dtype=np.int64) * m
+            node_minute += np.repeat(e_first - m * e_cum, e_len)
+            node_exp = np.repeat(exp_ns[e_start], e_len)
+            node = np.repeat((e_cum - e_first // m)[np.cumsum(e_new) - 1], counts)
+            node += minute // m
+        else:  # an expiry's options far apart: one node per instant asked
+            node_minute, node_exp, node = minute, np.repeat(exp_ns, counts), None
+        if grid is not None:
+            at = (node_minute - grid[0]) // m
+            spot, sigma, basis = grid[1][at], grid[2][at], grid[3][at]
+        else:
+            spot, sigma, basis = self._minute_state(sym, node_minute)
+        T = (node_exp - (_EPOCH_NS + node_minute * _MIN_NS)) / _YEAR_NS
+        F = spot * np.exp(basis * T)
+        atm = atm_vol(sigma, p.vol, T, p.vrp)
+        scale = moneyness_scale(atm, T)
+        sqrt_T = np.sqrt(np.maximum(T, 0.0))
+        if node is not None:
+            F, atm, scale, sqrt_T = F[node], atm[node], scale[node], sqrt_T[node]
+
+        K = np.repeat(strike, counts)
+        x = np.log(K / F)
+        x /= scale
+        iv = smile_iv(atm, x, p)
+        with np.errstate(divide="ignore", invalid="ignore"):  # T <= 0: replaced by the payoff below
+            log_fk = np.log(F / K)
+            if not put.any():
+                value = black76_r0(F, K, sqrt_T, iv, log_fk, "call")[0]
+            elif put.all():
+                value = black76_r0(F, K, sqrt_T, iv, log_fk, "put")[0]
+            else:
+                value = np.where(np.repeat(put, counts), black76_r0(F, K, sqrt_T, iv, log_fk, "put")[0],
+                                 black76_r0(F, K, sqrt_T, iv, log_fk, "call")[0])
+        if settlement == "inverse":
+            value /= F
+        # from the expiry on: the payoff at the settlement (the spot at 08:00 UTC)
+        settles = _EPOCH_NS + o_last * _MIN_NS >= exp_ns
+        if settles.any():
+            s_exp = self._spot_state(sym, (exp_ns[settles] - _EPOCH_NS) // _MIN_NS)[0]
+            k_exp = strike[settles]
+            intrinsic = np.where(put[settles], np.maximum(k_exp - s_exp, 0.0), np.maximum(s_exp - k_exp, 0.0))
+            pay = np.zeros(len(exp_ns))
+            pay[settles] = intrinsic / s_exp if settlement == "inverse" else intrinsic
+            expired = _EPOCH_NS + minute * _MIN_NS >= np.repeat(exp_ns, counts)
+            value = np.where(expired, np.repeat(pay, counts), value)
+        return value
 
     def _minute_state(self, sym: str, minutes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(spot USD, GARCH vol, forward basis per year) at minute indices since 2019-01-01, as

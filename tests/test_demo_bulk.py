@@ -235,6 +235,24 @@ def test_marks_batch_across_expiry_and_shared_expiries_in_small_chunks(monkeypat
     assert_batch_equal(DEMO.get_option_marks_batch(names, start, end, "1h"), expected)
 
 
+@pytest.mark.parametrize("underlying", ["BTC", "XRP"])
+def test_marks_batch_of_overlapping_paths_of_the_same_options(underlying, monkeypatch):
+    # a policy's paths: at each decision the same few options, from the decision to past expiry
+    # (each (option, instant) priced once), duplicates included, calls and puts mixed
+    t = pd.date_range("2022-05-02T01:00Z", periods=30, freq="4h", tz="UTC").as_unit("ns").asi8
+    table = DEMO.get_chain_table(underlying, t, t + 3 * DAY_NS, t + 12 * DAY_NS)
+    rng = np.random.default_rng(51)
+    rows = rng.choice(len(table["decision"]), size=150, replace=True)
+    names = table["instrument_name"][rows].tolist()
+    start = table["decision_ns"][rows]
+    end = table["expiry_ns"][rows] + rng.integers(-30, 40, len(rows)) * 3_600_000_000_000
+    end = np.maximum(end, start)
+    expected = per_call(names, start, end, "1h")
+    assert_batch_equal(DEMO.get_option_marks_batch(names, start, end, "1h"), expected)
+    monkeypatch.setattr(demo, "_MARK_CHUNK", 1_000)
+    assert_batch_equal(DEMO.get_option_marks_batch(names, start, end, "1h"), expected)
+
+
 def test_marks_batch_of_items_far_apart_and_of_one_expiry_years_apart():
     # a sparse batch (1m bars years apart: no dense grid) and one expiry asked at distant ranges
     names = ["BTC-27DEC24-100000-C", "BTC-27DEC24-100000-C", "DOGE_USDC-29MAR30-0d2-P", "BTC-27DEC24-90000-P"]
