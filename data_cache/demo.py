@@ -21,6 +21,13 @@ Model (parameters per coin in :data:`data_cache.demo_surface.COINS`):
    20%-250%. Mark = Black-76 at ``r = 0`` in the settlement unit (``/ F`` for inverse options);
    bid/ask = Black-76 at ``iv -/+`` 1-2 vol points, one more tick each way, rounded to Deribit ticks.
 
+Bulk methods: :meth:`DemoMarket.get_chain_table` (the chains at many instants) and
+:meth:`DemoMarket.get_option_marks_batch` (many mark paths) price everything as numpy arrays at
+once, with the same floating-point operations as the per-call :meth:`~DemoMarket.list_option_chain`
+and :meth:`~DemoMarket.get_option_marks` (which stay the reference), so their numbers are equal
+bit for bit (``tests/test_demo_bulk.py``); what depends only on an instant, or on an (instant,
+expiry) pair, is computed once for all the strikes and paths sharing it.
+
 Determinism is bit for bit with the pinned numpy (its ``Generator`` streams may change between
 numpy versions) on a given machine (SIMD ``exp`` may differ in the last bit between CPU types).
 
