@@ -96,16 +96,32 @@ def source_factory(name: str):
     return functools.partial(make_source, name, SOURCE_OPTIONS)
 
 
+def default_workers(cpus: int | None) -> int:
+    """Worker processes for the grid when ``COVERED_CALL_SWEEP_WORKERS`` is unset: none on 2 CPUs or
+    fewer, else the CPUs, at most 4.
+
+    Measured on 2 CPUs (benchmarks/bench_dashboard.py, the 6 x 6 grid at 1h): in this process 5.0 s
+    for a year and 27.3 s for 2019-2026, on 2 workers 8.2 s and 33.0 s. The cells share the option
+    marks each fetches (one memo in this process, one per worker), and the server's other work
+    competes for the same two cores, so splitting the grid across them costs more than it gains.
+
+    >>> default_workers(2), default_workers(8)
+    (0, 4)
+    """
+    cpus = cpus or 1
+    return 0 if cpus <= 2 else min(cpus, 4)
+
+
 @st.cache_resource(show_spinner=False)
 def sweep_pool():
-    """Worker processes for the delta x DTE grid (None: run it in this process).
+    """Worker processes for the delta x DTE grid and the walk-forward (None: run them in this process).
 
-    ``COVERED_CALL_SWEEP_WORKERS`` sets their number (default: CPUs, at most 4; 0 or 1 = none).
+    ``COVERED_CALL_SWEEP_WORKERS`` sets their number (0 or 1 = none); unset, :func:`default_workers`.
     forkserver workers start clean, with no threads of this server copied into them, forked from a
     server process that has the core and the demo market imported (so they start in milliseconds;
     ``dashboard/app.py`` keeps Streamlit out of them). They start on the first grid.
     """
-    workers = int(os.environ.get("COVERED_CALL_SWEEP_WORKERS", min(os.cpu_count() or 1, 4)))
+    workers = int(os.environ.get("COVERED_CALL_SWEEP_WORKERS", default_workers(os.cpu_count())))
     if workers < 2:
         return None
     context = multiprocessing.get_context("forkserver")

@@ -316,3 +316,15 @@ def test_walk_forward_link_values_are_bounded():
     assert "`test=1e400` is not allowed (whole days 1-3650); reset to 30 (the default)." in notices
     assert at.number_input(key="train").value == 90 and at.number_input(key="test").value == 30
     assert not set(at.query_params) & {"train", "test"}
+
+
+def test_the_grid_runs_in_the_server_process_on_two_cpus(monkeypatch):
+    import doctest
+
+    from dashboard import page
+
+    assert doctest.testmod(page).failed == 0
+    assert [page.default_workers(n) for n in (None, 1, 2, 3, 4, 16)] == [0, 0, 0, 3, 4, 4]
+    monkeypatch.setenv("COVERED_CALL_SWEEP_WORKERS", "0")
+    page.sweep_pool.clear()
+    assert page.sweep_pool() is None
