@@ -100,6 +100,7 @@ _YEAR_NS = DAYS_PER_YEAR * 86_400e9
 _DAY_CACHE_DAYS = 1_100  # about 3 years of minute paths, ~25 MiB per instance
 _DELTA_RANGE = (0.02, 0.98)  # call deltas a chain's strikes cover
 _COLUMNS = ["open", "high", "low", "close", "volume"]
+_CHAIN_CHUNK = 2048  # instants priced per pass of get_chain_table (bounds its temporaries)
 _MARK_CHUNK = 1 << 18  # mark points priced per pass of get_option_marks_batch (bounds its temporaries)
 
 
@@ -348,9 +349,16 @@ class DemoMarket:
         outside = (t_ns < _EPOCH_NS) | (t_ns > _END_NS)
         if outside.any():  # raises the error list_option_chain gives for the first such instant
             _ns(pd.Timestamp(int(t_ns[np.flatnonzero(outside)[0]]), tz="UTC"), "as_of")
-        c = self._chain_batch(sym, t_ns, lo_ns, hi_ns, puts=not calls_only)
-        if c is None:
+        parts = []
+        for i0 in range(0, len(t_ns), _CHAIN_CHUNK):  # chunks of instants bound the temporaries
+            part = self._chain_batch(sym, t_ns[i0:i0 + _CHAIN_CHUNK], lo_ns[i0:i0 + _CHAIN_CHUNK],
+                                     hi_ns[i0:i0 + _CHAIN_CHUNK], puts=not calls_only)
+            if part is not None:
+                part["instant"] += i0
+                parts.append(part)
+        if not parts:
             return empty_chain_table()
+        c = parts[0] if len(parts) == 1 else {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
         inst = c["instant"]
         n = len(inst)
         call_names, put_names = _names_of(sym, settlement, c["expiry_ns"], c["strike"], puts=not calls_only)

@@ -100,6 +100,16 @@ def test_chain_table_equals_list_option_chain_at_random_instants(underlying, tim
     assert_tables_equal(DEMO.get_chain_table(underlying, t, lo, hi, option_type="put"), reference, ~calls)
 
 
+def test_chain_table_in_chunks_of_instants_equals_one_pass(monkeypatch):
+    rng = np.random.default_rng(9)
+    t = random_instants(rng, 30, "1h")
+    lo, hi = random_windows(rng, t)
+    whole = DEMO.get_chain_table("SOL", t, lo, hi)
+    assert_tables_equal(whole, reference_table("SOL", t, lo, hi))
+    monkeypatch.setattr(demo, "_CHAIN_CHUNK", 7)  # chunk edges, and chunks with nothing listed
+    assert_tables_equal(DEMO.get_chain_table("SOL", t, lo, hi), whole)
+
+
 def test_chain_table_of_a_schedule_minutes_before_expiry_and_unordered_repeated_instants():
     # every minute from 07:50 to 08:10 UTC (the 08:00 expiry drops out of the listing at 08:00)
     t0 = pd.Timestamp("2024-03-08T07:50Z").value
