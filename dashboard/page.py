@@ -434,8 +434,8 @@ def window_inputs(cfg: CallSimulationConfig) -> tuple[int, int, str | None]:
     try:
         walk_forward_windows(cfg, train, test)
     except ConfigError as exc:
-        span = (cfg.end - cfg.start.ceil(cfg.bar)) / pd.Timedelta(days=1)
-        if exc.allowed.startswith("train_days + test_days"):
+        if lo <= train <= hi and lo <= test <= hi:  # each length allowed: together they do not fit in the range
+            span = (cfg.end - cfg.start.ceil(cfg.bar)) / pd.Timedelta(days=1)
             return train, test, (f"Walk-forward: {labels['train'].lower()} {train} + {labels['test'].lower()} {test} "
                                  f"= {train + test} days do not fit in the range ({span:g} days from start to end). "
                                  "Shorten the windows or lengthen the range.")
@@ -480,10 +480,9 @@ def walk_forward_section(src: str, cfg: CallSimulationConfig, metric: str, view:
     with st.container(key="walk_forward_result"):
         st.markdown(figures.luck_sentence(result))
         st.plotly_chart(figures.walk_forward_figure(result, hindsight, cfg.underlying, view), key="walk_forward_chart")
-        unit = figures.metric_unit(metric).strip() or "ratio"
         st.subheader(f"Windows ({len(result.windows)})")
         st.caption(f"Dates in UTC, window ends excluded; delta and DTE (days) chosen on the training window; "
-                   f"{label} in sample (training) and out of sample (test), in {unit}.")
+                   f"{label} in sample (training) and out of sample (test); a window with no cell holds the coins.")
         table = figures.walk_forward_table(result)
         two = st.column_config.NumberColumn(format="%.2f")
         st.dataframe(table, hide_index=True, column_config={
