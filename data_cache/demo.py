@@ -135,15 +135,20 @@ def _expiry_ns_after(first_expiry_ns: int) -> tuple[int, ...]:
 def _names_of(sym: str, settlement: SettlementStyle, expiry_ns: np.ndarray, strike: np.ndarray,
               puts: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Object arrays of the call and (with ``puts``, else None) put names of options with expiries
-    ``expiry_ns`` (int64 ns UTC) and strikes ``strike`` (USD): :func:`instrument_name`'s text,
-    formatted once per distinct (expiry, strike) rather than once per row."""
-    e_codes, e_uniq = pd.factorize(expiry_ns)
+    ``expiry_ns`` (int64 ns UTC, listed ones: 08:00 UTC, so one a day) and strikes ``strike`` (USD):
+    :func:`instrument_name`'s text, formatted once per distinct (expiry, strike), not once per row."""
+    if len(expiry_ns) == 0:
+        return np.empty(0, dtype=object), (np.empty(0, dtype=object) if puts else None)
+    day0 = int(expiry_ns.min()) // (_DAY_MIN * _MIN_NS)
+    e_day = expiry_ns // (_DAY_MIN * _MIN_NS) - day0  # the expiry's day: no hashing needed
     k_codes, k_uniq = pd.factorize(strike)
-    codes, keys = pd.factorize(e_codes.astype(np.int64) * max(len(k_uniq), 1) + k_codes)
+    nk = len(k_uniq)
+    codes, keys = pd.factorize(e_day * nk + k_codes)
+    ke, kk = np.divmod(keys, nk)
     prefix = sym if settlement == "inverse" else f"{sym}_USDC"
-    e_text = [f"{prefix}-{format_expiry_code(pd.Timestamp(v, tz='UTC'))}-" for v in e_uniq.tolist()]
+    e_text = {d: f"{prefix}-{format_expiry_code(pd.Timestamp((day0 + d) * _DAY_MIN * _MIN_NS, tz='UTC'))}-"
+              for d in np.unique(ke).tolist()}
     k_text = [format_strike(k) for k in k_uniq.tolist()]
-    ke, kk = np.divmod(keys, max(len(k_uniq), 1))
     base = [e_text[a] + k_text[b] for a, b in zip(ke.tolist(), kk.tolist(), strict=True)]
     calls = np.array([b + "-C" for b in base], dtype=object)[codes]
     return calls, (np.array([b + "-P" for b in base], dtype=object)[codes] if puts else None)
