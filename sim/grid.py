@@ -4,13 +4,38 @@ underlying, range, timeframe and schedule), run together so that shared work is 
 :func:`grid_metrics` is what :func:`sim.sweep.sweep_delta_dte` runs in process and in each worker
 on its chunk of cells. Each cell's metrics equal ``CoveredCallSimulator(source, cfg)
 .simulate_policy(policy).metrics`` (tests/test_grid.py pins it on many configs).
+
+For the built-in rule (:func:`~sim.policies.target_delta_policy`) holding calls to expiry, the
+cells run on columns:
+
+1. every decision's chain is fetched once, in one bulk call, over the union of the cells' DTE
+   bands (:meth:`~sim.panel.MarketPanel.all_chains`);
+2. for each cell, the rule's choice at every decision at once (:func:`select_all`: the call with a
+   bid in the DTE band whose delta is inside the band and nearest the target; ties to the DTE
+   nearest the target, then the higher strike, then the first listed: the order of
+   :func:`sim.simulator.select_row`);
+3. a walk over decisions per cell (integers only: sell, skip to the first decision at or after
+   the expiry);
+4. every distinct call sold by any cell priced once: mark paths in one batch, accounting by
+   :func:`sim.legs.outcomes`;
+5. each cell's equity curve and metrics from arrays (:func:`sim.metrics.metrics_from_arrays`), no
+   DataFrame or :class:`~sim.types.SimulatedTrade` per cell or trade.
+
+Other policies, and roll mode (``hold_to_expiry=False``), run cell by cell through the simulator
+on the shared panel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sim.panel import MarketPanel, build_panel
+import numpy as np
+
+from sim import schedule
+from sim.instruments import expiry_kind
+from sim.legs import expiry_close, open_fill, outcomes
+from sim.metrics import _total_return, hodl_curve_metrics, metrics_from_arrays, span_and_rate
+from sim.panel import CannotSettle, MarketPanel, build_panel
 from sim.policies import Policy, target_delta_policy
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig
@@ -23,6 +48,10 @@ def panel_for(source, configs: Sequence[CallSimulationConfig]) -> MarketPanel:
     return build_panel(source, configs[0], dtes)
 
 
+def _columnar(configs: Sequence[CallSimulationConfig], policy: Policy) -> bool:
+    return policy is target_delta_policy and all(c.hold_to_expiry for c in configs)
+
+
 def grid_metrics(source, configs: Sequence[CallSimulationConfig], policy: Policy = target_delta_policy,
                  panel: MarketPanel | None = None) -> list[dict[str, float]]:
     """The metrics (:func:`sim.metrics.compute_metrics`) of each config's backtest under
@@ -31,4 +60,212 @@ def grid_metrics(source, configs: Sequence[CallSimulationConfig], policy: Policy
     if not configs:
         return []
     panel = panel_for(source, configs) if panel is None else panel
-    return [CoveredCallSimulator(source, cfg, panel=panel).simulate_policy(policy).metrics for cfg in configs]
+    if not _columnar(configs, policy):
+        return [CoveredCallSimulator(source, cfg, panel=panel).simulate_policy(policy).metrics for cfg in configs]
+    return _Grid(panel, configs).metrics()
+
+
+def select_all(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSimulationConfig,
+               ranked: np.ndarray | None = None) -> np.ndarray:
+    """The rule's row at every decision (``-1`` where no call is in both bands): int64 ``(d,)``.
+
+    ``table`` holds every decision's calls (``decision`` column: the decision index), ``base`` the
+    rows with a bid; ``ranked`` (optional, shared by the cells of one DTE target) is
+    :func:`ranked_rows` for ``cfg``'s DTE band. Among a decision's rows inside the delta band the
+    smallest ``|delta - target|`` wins; ties go to the first in ``ranked`` order (DTE nearest the
+    target, then the higher strike, then the first listed), as :func:`sim.simulator.select_row`.
+    """
+    if ranked is None:
+        ranked = ranked_rows(table, base, decision_ns, cfg)
+    out = np.full(len(decision_ns), -1, dtype=np.int64)
+    d_delta = np.abs(table["delta"][ranked] - cfg.target_delta)
+    inside = d_delta <= cfg.delta_tolerance + 1e-12
+    r, dd = ranked[inside], d_delta[inside]
+    if len(r) == 0:
+        return out
+    dec = table["decision"][r]
+    starts = np.flatnonzero(np.concatenate([[True], dec[1:] != dec[:-1]]))
+    counts = np.diff(np.append(starts, len(r)))
+    best = dd == np.repeat(np.minimum.reduceat(dd, starts), counts)
+    pos = np.flatnonzero(best)
+    first = pos[np.concatenate([[True], dec[pos[1:]] != dec[pos[:-1]]])]
+    out[dec[first]] = r[first]
+    return out
+
+
+def ranked_rows(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSimulationConfig,
+                to_expiry_ns: np.ndarray | None = None) -> np.ndarray:
+    """Rows of ``base`` in ``cfg``'s DTE band, grouped by decision and, inside a decision, in the
+    rule's tie order: DTE nearest ``target_dte``, then the higher strike, then the first listed.
+    ``to_expiry_ns`` (optional, shared): each base row's expiry minus its decision instant (ns)."""
+    if to_expiry_ns is None:
+        to_expiry_ns = table["expiry_ns"][base] - decision_ns[table["decision"][base]]
+    # The band is [t + lo, t + hi] in integer ns (sim.schedule.band_ns): the same test on e - t.
+    lo, hi = (int(x) for x in schedule.band_ns(np.int64(0), cfg.target_dte, cfg.dte_tolerance))
+    inside = (to_expiry_ns >= lo) & (to_expiry_ns <= hi)
+    rows = base[inside]
+    d_dte = np.abs(to_expiry_ns[inside] / 86_400e9 - cfg.target_dte)
+    return rows[np.lexsort((rows, -table["strike"][rows], d_dte, table["decision"][rows]))]
+
+
+class _Grid:
+    """The columnar run of many configs on one panel (module docstring, steps 1-5)."""
+
+    def __init__(self, panel: MarketPanel, configs: Sequence[CallSimulationConfig]):
+        self.panel = panel
+        self.configs = list(configs)
+        base = self.configs[0]
+        decision_ns = schedule.decision_times(base).as_unit("ns").asi8
+        if not np.array_equal(decision_ns, panel.decision_ns):
+            raise ValueError("the panel was not built for these configs' decision times")
+        for cfg in self.configs:
+            lo, hi = schedule.band_ns(decision_ns, cfg.target_dte, cfg.dte_tolerance)
+            if not (np.all(panel.lo_ns <= lo) and np.all(panel.hi_ns >= hi)):
+                raise ValueError(f"the panel's chains do not cover the DTE band of target_dte={cfg.target_dte:g}")
+
+    def metrics(self) -> list[dict[str, float]]:
+        panel = self.panel
+        table, _ = panel.all_chains()
+        decision_ns = panel.decision_ns
+        base = np.flatnonzero((table["option_type"] == "call") & (table["bid"] > 0))
+        n_dec = len(decision_ns)
+        j_dec = np.searchsorted(panel.ns, decision_ns, side="left")
+        # Per row: the bar instant of its expiry and the decision after it (where a walk resumes).
+        expiry = table["expiry_ns"]
+        j_close_row = np.searchsorted(panel.ns, expiry, side="left")
+        next_k_row = np.searchsorted(decision_ns, expiry, side="left")
+        settle_ok = self._settlements(table, base)
+
+        walks = []
+        to_expiry = table["expiry_ns"][base] - decision_ns[table["decision"][base]]
+        ranked_memo: dict[tuple, np.ndarray] = {}
+        for cfg in self.configs:
+            key = (cfg.target_dte, cfg.dte_tolerance)
+            if key not in ranked_memo:
+                ranked_memo[key] = ranked_rows(table, base, decision_ns, cfg, to_expiry)
+            sel = select_all(table, base, decision_ns, cfg, ranked_memo[key])
+            walks.append(self._walk(sel, j_dec, j_close_row, next_k_row, settle_ok, n_dec, len(panel.ns)))
+
+        rows = np.unique(np.concatenate([w[0] for w in walks])) if walks else np.empty(0, dtype=np.int64)
+        legs = self._price(table, rows, j_dec, j_close_row)
+        return [self._cell(cfg, rows, legs, walk) for cfg, walk in zip(self.configs, walks, strict=True)]
+
+    def _settlements(self, table: dict, base: np.ndarray):
+        """``ok(row)``: True when the row's expiry can be settled (a positive settlement price),
+        asked of the panel once per expiry, only for expiries a walk reaches."""
+        import pandas as pd  # the panel's settlement memo takes Timestamps (once per expiry)
+
+        expiry, names, memo, panel = table["expiry_ns"], table["instrument_name"], {}, self.panel
+
+        def ok(row: int) -> bool:
+            e = int(expiry[row])
+            hit = memo.get(e)
+            if hit is None:
+                try:
+                    panel.settlement(str(names[row]), pd.Timestamp(e, tz="UTC"))
+                    hit = True
+                except CannotSettle:
+                    hit = False
+                memo[e] = hit
+            return hit
+
+        return ok
+
+    @staticmethod
+    def _walk(sel: np.ndarray, j_dec: np.ndarray, j_close_row: np.ndarray, next_k_row: np.ndarray,
+              settle_ok, n_dec: int, n_bars: int) -> tuple[np.ndarray, int]:
+        """``(rows sold, number of decisions without a sale)`` of one cell: the simulator's loop
+        for the built-in rule held to expiry, on integers."""
+        sold: list[int] = []
+        no_trade = 0
+        sel_l, j_l = sel.tolist(), j_dec.tolist()
+        k = 0
+        while k < n_dec:
+            if j_l[k] >= n_bars:
+                no_trade += n_dec - k
+                break
+            r = sel_l[k]
+            if r < 0 or j_close_row[r] >= n_bars or not settle_ok(r):
+                no_trade += 1
+                k += 1
+                continue
+            sold.append(r)
+            k = int(next_k_row[r])
+        return np.asarray(sold, dtype=np.int64), no_trade
+
+    def _price(self, table: dict, rows: np.ndarray, j_dec: np.ndarray, j_close_row: np.ndarray):
+        """Every distinct call sold by any cell, priced once (``rows`` sorted, unique)."""
+        panel, cfg = self.panel, self.configs[0]
+        if len(rows) == 0:
+            return None
+        import pandas as pd
+
+        expiry = table["expiry_ns"][rows]
+        strike = table["strike"][rows]
+        s_open = table["index"][rows]
+        price, fee_open = open_fill(table["bid"][rows], table["ask"][rows], table["mark"][rows], s_open, cfg)
+        uniq, inv = np.unique(expiry, return_inverse=True)
+        settle = np.array([panel.settlement("", pd.Timestamp(int(e), tz="UTC"))[0] for e in uniq.tolist()])
+        daily = np.array([expiry_kind(pd.Timestamp(int(e), tz="UTC")) == "daily" for e in uniq.tolist()])
+        s_close = settle[inv]
+        close_price, fee_close = expiry_close(s_close, strike, daily[inv], cfg)
+        j_open = j_dec[table["decision"][rows]]
+        j_close = j_close_row[rows]
+        offsets, marks = panel.mark_paths(table["instrument_name"][rows].tolist(), table["decision_ns"][rows],
+                                          expiry, j_open, j_close, table["mark"][rows])
+        out = outcomes(panel.spot, j_open, j_close, offsets, marks, price, fee_open, close_price, fee_close,
+                       s_open, s_close, np.ones(len(rows), dtype=bool), cfg.call_size,
+                       cfg.settlement == "inverse", drawdowns=False)
+        return out, strike, j_open, j_close
+
+    def _cell(self, cfg: CallSimulationConfig, rows: np.ndarray, legs, walk) -> dict[str, float]:
+        """One cell's equity curve (the simulator's ``_result``, on arrays) and its metrics."""
+        panel = self.panel
+        sold, no_trade = walk
+        inverse = cfg.settlement == "inverse"
+        end_j = min(panel.index_at_or_after(cfg.end), len(panel.ns) - 1)
+        coins0 = float(cfg.initial_spot_position)
+        if len(sold):
+            out, strike, j_open_all, j_close_all = legs
+            i = np.searchsorted(rows, sold)
+            j_open, j_close = j_open_all[i], j_close_all[i]
+            end_j = max(end_j, int(j_close.max()))
+        n = end_j + 1
+        spot = panel.spot[:n]
+        flows = np.zeros(n)
+        liability = np.zeros(n)
+        if len(sold):
+            # Open and close flows in the simulator's order (open, close, next open, ...), so a bar
+            # holding one leg's settlement and the next sale sums them as it does.
+            at = np.column_stack([j_open, j_close]).ravel()
+            np.add.at(flows, at, np.column_stack([out.open_flow[i], -out.close_flow[i]]).ravel())
+            lengths = out.offsets[i + 1] - out.offsets[i]
+            src = np.repeat(out.offsets[i], lengths) + np.arange(int(lengths.sum())) - np.repeat(
+                np.cumsum(lengths) - lengths, lengths)
+            dst = np.repeat(j_open, lengths) + np.arange(int(lengths.sum())) - np.repeat(
+                np.cumsum(lengths) - lengths, lengths)
+            liability[dst] = out.liability_usd[src]
+        if inverse:
+            coins, cash = coins0 + np.cumsum(flows), np.zeros(n)
+        else:
+            coins, cash = coins0 + np.zeros(n), np.cumsum(flows)
+        coins[0], cash[0], liability[0] = coins0, 0.0, 0.0
+        equity_usd = coins * spot + cash - liability
+        span, hodl = self._hodl(n, coins0, cfg.risk_free_rate)
+        trades = {
+            "size": out.size[i], "strike": strike[i], "close_spot": out.s_close[i],
+            "pnl_vs_hodl": out.pnl_vs_hodl[i], "premium_usd": out.premium_usd[i],
+            "premium_coin": out.premium_coin[i], "fees_usd": out.fees_usd[i], "fees_coin": out.fees_coin[i],
+            "assigned": (out.close_price[i] > 0).astype(float),
+        } if len(sold) else {k: np.empty(0) for k in ("size",)}
+        return metrics_from_arrays(span, equity_usd, equity_usd / spot, hodl, _total_return(np.full(n, coins0)),
+                                   trades, cfg.risk_free_rate, no_trade)
+
+    def _hodl(self, n: int, coins0: float, rf: float):
+        """The span and HODL's figures of a curve of ``n`` bars (shared by the cells of that length)."""
+        memo = self.__dict__.setdefault("_hodl_memo", {})
+        key = (n, coins0, rf)
+        if key not in memo:
+            span = span_and_rate(self.panel.times[:n])
+            memo[key] = (span, hodl_curve_metrics(coins0 * self.panel.spot[:n], span, rf))
+        return memo[key]

@@ -155,9 +155,18 @@ def _curve_metrics(e: np.ndarray, years: float, ppy: float, risk_free_rate: floa
     }
 
 
-def _trade_metrics(trades: Sequence[SimulatedTrade]) -> dict[str, float]:
-    """Counts and sums over the trades (USD and coin as named; shares in percent)."""
-    n = len(trades)
+TRADE_COLUMNS: tuple[str, ...] = ("size", "strike", "close_spot", "pnl_vs_hodl", "premium_usd", "premium_coin",
+                                  "fees_usd", "fees_coin", "assigned")
+
+
+def trade_columns(trades: Sequence[SimulatedTrade]) -> dict[str, np.ndarray]:
+    """The trade fields the metrics read (:data:`TRADE_COLUMNS`) as float arrays."""
+    return {name: np.array([getattr(t, name) for t in trades], dtype=float) for name in TRADE_COLUMNS}
+
+
+def _trade_metrics(cols: dict[str, np.ndarray]) -> dict[str, float]:
+    """Counts and sums over the trades given as columns (USD and coin as named; shares in percent)."""
+    n = len(cols["size"])
     if n == 0:
         return {
             "n_trades": 0, "win_rate_vs_hodl_pct": _NAN, "premium_collected_usd": 0.0,
@@ -166,7 +175,7 @@ def _trade_metrics(trades: Sequence[SimulatedTrade]) -> dict[str, float]:
         }
 
     def col(name: str) -> np.ndarray:
-        return np.array([getattr(t, name) for t in trades], dtype=float)
+        return np.asarray(cols[name], dtype=float)
 
     size, strike, close_spot = col("size"), col("strike"), col("close_spot")
     upside_usd = size * np.maximum(close_spot - strike, 0.0)
@@ -214,16 +223,36 @@ def compute_metrics(equity_curve: pd.DataFrame, trades: Sequence[SimulatedTrade]
         raise ValueError("equity_curve.index is not increasing; allowed: bar instants in time order")
 
     index = equity_curve.index
-    years = _span_years(index)
-    ppy = _periods_per_year(index)
 
     def series(name: str) -> np.ndarray:
         return equity_curve[name].to_numpy(dtype=float)
 
-    usd = _curve_metrics(series("equity_usd"), years, ppy, risk_free_rate)
-    hodl = _curve_metrics(series("hodl_usd"), years, ppy, risk_free_rate)
-    coin = _curve_metrics(series("equity_coin"), years, ppy, risk_free_rate)
-    hodl_coin_return = _total_return(series("hodl_coin"))
+    span = span_and_rate(index)
+    return metrics_from_arrays(span, series("equity_usd"), series("equity_coin"),
+                               hodl_curve_metrics(series("hodl_usd"), span, risk_free_rate),
+                               _total_return(series("hodl_coin")), trade_columns(trades), risk_free_rate,
+                               n_no_trade)
+
+
+def span_and_rate(index: pd.DatetimeIndex) -> tuple[float, float]:
+    """``(years, periods per year)`` of a curve's index (module docstring)."""
+    return _span_years(index), _periods_per_year(index)
+
+
+def hodl_curve_metrics(hodl_usd: np.ndarray, span: tuple[float, float], risk_free_rate: float) -> dict[str, float]:
+    """HODL's USD curve figures (the same for every run over one spot range: computed once by a grid)."""
+    return _curve_metrics(np.asarray(hodl_usd, dtype=float), span[0], span[1], risk_free_rate)
+
+
+def metrics_from_arrays(span: tuple[float, float], equity_usd: np.ndarray, equity_coin: np.ndarray,
+                        hodl: dict[str, float], hodl_coin_return: float, trades: dict[str, np.ndarray],
+                        risk_free_rate: float = 0.0, n_no_trade: int = 0) -> dict[str, float]:
+    """:func:`compute_metrics` from arrays: ``span`` from :func:`span_and_rate` of the curve's
+    index, the equity in USD and coin, HODL's figures (:func:`hodl_curve_metrics`) and coin
+    return (a fraction), and the trades as columns (:func:`trade_columns`)."""
+    years, ppy = span
+    usd = _curve_metrics(np.asarray(equity_usd, dtype=float), years, ppy, risk_free_rate)
+    coin = _curve_metrics(np.asarray(equity_coin, dtype=float), years, ppy, risk_free_rate)
 
     out: dict[str, float] = {
         "total_return_pct": 100.0 * usd["total"],

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from sim import schedule
-from sim.data_source import ChainTable, DataSourceError, chain_table, settlement_estimate
+from sim.data_source import ChainTable, DataSourceError, chain_table, option_marks_batch, settlement_estimate
 from sim.types import CallSimulationConfig
 
 
@@ -61,6 +61,8 @@ class MarketPanel:
     _closes: dict[tuple, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _settle: dict[int, tuple] = field(default_factory=dict, repr=False)
     _times: pd.DatetimeIndex | None = field(default=None, repr=False)
+    _table: ChainTable | None = field(default=None, repr=False)
+    _bounds: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def times(self) -> pd.DatetimeIndex:
@@ -97,9 +99,24 @@ class MarketPanel:
 
     def chain(self, k: int) -> ChainTable:
         """Decision ``k``'s calls (expiries in ``[lo_ns[k], hi_ns[k]]``) as a chain table."""
-        if k not in self._chains:
+        hit = self._chains.get(k)
+        if hit is None:
+            if self._table is not None:
+                rows = slice(int(self._bounds[k]), int(self._bounds[k + 1]))
+                return {name: col[rows] for name, col in self._table.items()}
             self.prefetch([k])
-        return self._chains[k]
+            hit = self._chains[k]
+        return hit
+
+    def all_chains(self) -> tuple[ChainTable, np.ndarray]:
+        """Every decision's calls in one chain table (one bulk fetch, kept) and the row bounds:
+        decision ``k``'s rows are ``bounds[k]:bounds[k + 1]``."""
+        if self._table is None:
+            table = chain_table(self.source, self.underlying, self.decision_ns, (self.lo_ns, self.hi_ns),
+                                option_type="call")
+            self._bounds = np.searchsorted(table["decision"], np.arange(len(self.decision_ns) + 1), side="left")
+            self._table = table
+        return self._table, self._bounds
 
     # ------------------------------------------------------------------ option marks
 
@@ -128,6 +145,47 @@ class MarketPanel:
         close_ns, closes = self.option_closes(name, t_open, t_close)
         pos = np.searchsorted(close_ns, times_ns, side="right") - 1
         return np.where(pos >= 0, closes[np.maximum(pos, 0)] if len(closes) else open_mark, open_mark)
+
+    def mark_paths(self, names: Sequence[str], open_ns: np.ndarray, close_ns: np.ndarray, j_open: np.ndarray,
+                   j_close: np.ndarray, open_mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Many legs' mark paths at once, CSR ``(offsets, marks)``: leg ``i`` sold at ``open_ns[i]``
+        (bar instant ``j_open[i]``) at mark ``open_mark[i]`` and closed at ``close_ns[i]`` gets
+        ``[open_mark[i], marks at ns[j_open[i] + 1 : j_close[i]]]`` (:meth:`marks`: the option's
+        bars in ``[open, close)``, the latest close at or before each instant). Option bars not yet
+        held are fetched in one :func:`~sim.data_source.option_marks_batch` call."""
+        L = len(names)
+        keys = [(n, int(o), int(c)) for n, o, c in zip(names, np.asarray(open_ns).tolist(),
+                                                        np.asarray(close_ns).tolist(), strict=True)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._closes))
+        if missing:
+            offsets, t_all, v_all = option_marks_batch(
+                self.source, [k[0] for k in missing], np.array([k[1] for k in missing], dtype=np.int64),
+                np.array([k[2] for k in missing], dtype=np.int64), self.timeframe)
+            for i, key in enumerate(missing):
+                a, b = int(offsets[i]), int(offsets[i + 1])
+                self._closes[key] = (t_all[a:b], v_all[a:b])
+        j_open = np.asarray(j_open, dtype=np.int64)
+        lengths = np.asarray(j_close, dtype=np.int64) - j_open
+        out_offsets = np.zeros(L + 1, dtype=np.int64)
+        np.cumsum(lengths, out=out_offsets[1:])
+        out = np.empty(int(out_offsets[-1]))
+        ns = self.ns
+        for i, key in enumerate(keys):
+            a, n = int(out_offsets[i]), int(lengths[i])
+            out[a] = open_mark[i]
+            if n == 1:
+                continue
+            close_t, closes = self._closes[key]
+            j = int(j_open[i])
+            times = ns[j + 1:j + n]
+            if len(close_t) >= n - 1 and close_t[0] == times[0] and close_t[n - 2] == times[-1] \
+                    and np.array_equal(close_t[:n - 1], times):
+                out[a + 1:a + n] = closes[:n - 1]  # bars on the panel's grid: one close per instant
+                continue
+            pos = np.searchsorted(close_t, times, side="right") - 1
+            out[a + 1:a + n] = np.where(pos >= 0, closes[np.maximum(pos, 0)] if len(closes) else open_mark[i],
+                                        open_mark[i])
+        return out_offsets, out
 
     # ------------------------------------------------------------------ settlement
 

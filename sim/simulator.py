@@ -35,10 +35,10 @@ import pandas as pd
 
 from sim import schedule
 from sim.data_source import MarketDataSource, snapshot
-from sim.features import sell_price
-from sim.fees import call_payoff_per_coin, delivery_fee_per_coin, trade_fee_per_coin
+from sim.fees import trade_fee_per_coin
 from sim.instruments import expiry_kind
-from sim.metrics import compute_metrics, max_drawdown_pct
+from sim.legs import buy_fill, expiry_close, open_fill, outcomes
+from sim.metrics import compute_metrics
 from sim.panel import CannotSettle, MarketPanel, build_panel, load_spot
 from sim.policies import Policy, select_in_band, target_delta_policy
 from sim.types import (
@@ -77,15 +77,34 @@ class NoCandidateError(LookupError):
 
 
 @dataclass
+class _Sale:
+    """One call sold in a run, as the walk over decisions knows it (internal): its close and the
+    flows the position's state needs; the bar-by-bar accounting is done for all sales at once."""
+
+    option: OptionSnapshot
+    j_open: int
+    j_close: int                  # first instant at or after the close (expiry or buy-back)
+    t_close: pd.Timestamp
+    expired: bool
+    s_close: float
+    close_price: float
+    fee_close: float
+    estimate: str | None
+    note: str
+    open_flow: float = 0.0        # settlement unit, total for the size: premium - fee
+    close_flow: float = 0.0       # settlement unit, total: payoff or buy-back plus fee
+
+
+@dataclass
 class _Leg:
-    """A short call's cash flows and liability path on the market grid (internal)."""
+    """A finished leg: the trade and its place on the market grid (internal)."""
 
     trade: SimulatedTrade
     j_open: int
-    j_close: int                  # first instant at or after the close (expiry or buy-back)
+    j_close: int
     liability_usd: np.ndarray     # liability at instants j_open .. j_close - 1
-    open_flow: float              # settlement unit, total for the size: premium - fee (>= 0 usually)
-    close_flow: float             # settlement unit, total: payoff or buy-back plus fee (>= 0)
+    open_flow: float
+    close_flow: float
 
 
 def candidate_rows(table, lo_ns: int, hi_ns: int) -> np.ndarray:
@@ -219,114 +238,116 @@ class CoveredCallSimulator:
 
     # ------------------------------------------------------------------ one trade
 
-    def _sell_price(self, o: OptionSnapshot) -> float:
-        """Fill when selling, per coin in the settlement unit: mid minus the given-up half-spread
-        (:func:`sim.features.sell_price`, the one copy of the rule the samples' premiums use too)."""
-        return float(sell_price(o.bid, np.nan if o.ask is None else o.ask, o.mark_price,
-                                self.config.half_spread_given_up))
-
-    def _buy_price(self, o: OptionSnapshot) -> float:
-        """Fill when buying back: mid plus the given-up half-spread (the mark where there is no ask)."""
-        if o.ask is None:
-            return o.mark_price
-        mid = o.mid
-        return mid + self.config.half_spread_given_up * (o.ask - mid)
-
-    def _leg(self, option: OptionSnapshot, size: float, market: MarketPanel, buyback_at: pd.Timestamp | None,
-             note: str = "") -> _Leg:
-        """Sell ``option`` on ``size`` coins at its ``as_of``; close at expiry or buy back at ``buyback_at``."""
+    def _sale(self, option: OptionSnapshot, size: float, market: MarketPanel, buyback_at: pd.Timestamp | None,
+              note: str = "") -> _Sale:
+        """Sell ``option`` on ``size`` coins at its ``as_of``; close at expiry or buy back at
+        ``buyback_at``. Raises :class:`CannotSettle` when the data cannot close it."""
         cfg = self.config
-        inverse = cfg.settlement == "inverse"
         t_open = option.as_of
         j_open = market.index_at_or_after(t_open)
-        s_open = float(option.index_price)
-
-        price = self._sell_price(option)
-        fee_open = trade_fee_per_coin(price, s_open, cfg.fee_rate, cfg.fee_cap_fraction, cfg.settlement)
-
         expired = buyback_at is None or buyback_at >= option.expiry
         t_close = option.expiry if expired else buyback_at
         j_close = market.index_at_or_after(t_close)
         if j_close >= len(market.ns):
             raise _CannotSettle(f"{option.instrument_name} closes at {t_close:%Y-%m-%d %H:%M} UTC, after the "
                                 f"market data ends ({market.last:%Y-%m-%d %H:%M} UTC)")
-        between = market.ns[j_open + 1:j_close]
-        marks = market.marks(option.instrument_name, t_open, t_close, between, option.mark_price)
-        mark_path = np.concatenate([[option.mark_price], marks])
-        spot_path = market.spot[j_open:j_open + len(mark_path)]
-
         estimate = None
         if expired:
             s_close, estimate = market.settlement(option.instrument_name, option.expiry)
-            close_price = call_payoff_per_coin(s_close, option.strike, cfg.settlement)
-            fee_close = delivery_fee_per_coin(close_price, s_close, cfg.delivery_fee_rate, cfg.fee_cap_fraction,
-                                              cfg.settlement, expiry_kind(option.expiry) == "daily")
-            settlement_price: float | None = s_close
+            close, fee = expiry_close(s_close, option.strike, expiry_kind(option.expiry) == "daily", cfg)
+            close_price, fee_close = float(close[0]), float(fee[0])
         else:
             quote = self._quote(option.instrument_name, option.expiry, t_close)
             s_close = float(market.spot[j_close]) if quote is None else float(quote.index_price)
-            close_price = self._buy_price(quote) if quote is not None else float(
+            close_price = (buy_fill(quote.bid, quote.ask, quote.mark_price, cfg) if quote is not None else float(
                 market.marks(option.instrument_name, t_open, t_close + cfg.bar,
-                            np.array([t_close.value]), option.mark_price)[0])
-            fee_close = trade_fee_per_coin(close_price, s_close, cfg.fee_rate, cfg.fee_cap_fraction,
-                                           cfg.settlement)
-            settlement_price = None
+                             np.array([t_close.value]), option.mark_price)[0]))
+            fee_close = float(trade_fee_per_coin(close_price, s_close, cfg.fee_rate, cfg.fee_cap_fraction,
+                                                 cfg.settlement))
+        price, fee_open = open_fill(np.nan if option.bid is None else option.bid,
+                                    np.nan if option.ask is None else option.ask, option.mark_price,
+                                    option.index_price, cfg)
+        return _Sale(option=option, j_open=j_open, j_close=j_close, t_close=t_close, expired=expired,
+                     s_close=float(s_close), close_price=close_price, fee_close=fee_close, estimate=estimate,
+                     note=note, open_flow=float(size * (price[0] - fee_open[0])),
+                     close_flow=float(size * (close_price + fee_close)))
 
-        net_per_coin = price - fee_open - close_price - fee_close    # settlement unit
-        to_usd_open = s_open if inverse else 1.0
-        to_usd_close = s_close if inverse else 1.0
-        pnl_vs_hodl = size * net_per_coin * to_usd_close
-        pnl = pnl_vs_hodl + size * (s_close - s_open)
+    def _legs(self, sales: list[_Sale], size: float, market: MarketPanel) -> list[_Leg]:
+        """Every sale's accounting at once (:func:`sim.legs.outcomes`), marks fetched in one batch."""
+        if not sales:
+            return []
+        cfg = self.config
+        inverse = cfg.settlement == "inverse"
+        opts = [s.option for s in sales]
+        bid = np.array([np.nan if o.bid is None else o.bid for o in opts])
+        ask = np.array([np.nan if o.ask is None else o.ask for o in opts])
+        mark = np.array([o.mark_price for o in opts])
+        s_open = np.array([float(o.index_price) for o in opts])
+        price, fee_open = open_fill(bid, ask, mark, s_open, cfg)
+        j_open = np.array([s.j_open for s in sales], dtype=np.int64)
+        j_close = np.array([s.j_close for s in sales], dtype=np.int64)
+        offsets, marks = market.mark_paths([o.instrument_name for o in opts], np.array([o.as_of.value for o in opts]),
+                                           np.array([s.t_close.value for s in sales]), j_open, j_close, mark)
+        s_close = np.array([s.s_close for s in sales])
+        out = outcomes(market.spot, j_open, j_close, offsets, marks, price, fee_open,
+                       np.array([s.close_price for s in sales]), np.array([s.fee_close for s in sales]),
+                       s_open, s_close, np.array([s.expired for s in sales]), size, inverse)
+        return [self._trade_leg(market, sale, out, i) for i, sale in enumerate(sales)]
 
-        # The covered position bar by bar: coins (+ premium coins) at spot, minus the call.
-        unit = spot_path if inverse else np.ones_like(spot_path)
-        call_value_usd = size * mark_path * unit
-        premium_net = size * (price - fee_open)
-        covered = size * spot_path + premium_net * unit - call_value_usd
-        covered_close = size * s_close + pnl_vs_hodl
-        n_path = len(mark_path)
-        path_ns = np.append(market.ns[j_open:j_open + n_path], t_close.value)
-        covered_path = np.append(covered, covered_close)
-        close_value_usd = size * close_price * to_usd_close
+    def _trade_leg(self, market: MarketPanel, sale: _Sale, out, i: int) -> _Leg:
+        """Leg ``i`` of ``out`` as a :class:`SimulatedTrade` (its path built when first read)."""
+        cfg = self.config
+        option = sale.option
+        a, b = int(out.offsets[i]), int(out.offsets[i + 1])
+        j_open, j_close = sale.j_open, sale.j_close
+        size = float(out.size[i])
+        s_close, close_price = sale.s_close, sale.close_price
+        pnl_vs_hodl = float(out.pnl_vs_hodl[i])
+        liability = out.liability_usd[a:b]
+        covered, covered_close = out.covered_usd[a:b], float(out.covered_close_usd[i])
+        marks = out.marks[a:b]
+        close_value_usd = float(out.close_value_usd[i])
+        t_close_ns = sale.t_close.value
 
         def path() -> pd.DataFrame:
+            spot_path = market.spot[j_open:j_close]
+            covered_path = np.append(covered, covered_close)
             hodl_path = np.append(size * spot_path, size * s_close)
             return pd.DataFrame(
                 {
                     "spot": np.append(spot_path, s_close),
-                    "call_mark": np.append(mark_path, close_price),
-                    "call_value_usd": np.append(call_value_usd, close_value_usd),
+                    "call_mark": np.append(marks, close_price),
+                    "call_value_usd": np.append(liability, close_value_usd),
                     "covered_usd": covered_path,
                     "hodl_usd": hodl_path,
                     "covered_vs_hodl_usd": covered_path - hodl_path,
                 },
-                index=pd.DatetimeIndex(path_ns.view("datetime64[ns]"), tz="UTC"),
+                index=pd.DatetimeIndex(np.append(market.ns[j_open:j_close], t_close_ns).view("datetime64[ns]"),
+                                       tz="UTC"),
             )
 
-        fees_coin = size * (fee_open / (1.0 if inverse else s_open) + fee_close / (1.0 if inverse else s_close))
-        fees_usd = size * (fee_open * to_usd_open + fee_close * to_usd_close)
-        notes = [note] if note else []
-        notes.append("settled at expiry" if expired else "bought back")
-        if estimate:
-            notes.append(f"settlement {estimate}")
+        notes = [sale.note] if sale.note else []
+        notes.append("settled at expiry" if sale.expired else "bought back")
+        if sale.estimate:
+            notes.append(f"settlement {sale.estimate}")
         if option.price_source != "quote":
             notes.append(f"prices: {option.price_source}")
         trade = SimulatedTrade(
             instrument_name=option.instrument_name, underlying=cfg.underlying, side="SHORT_CALL", size=size,
-            open_time=t_open, close_time=t_close, expiry=option.expiry, strike=option.strike,
-            delta=option.delta, dte=option.dte, iv=option.iv, open_spot=s_open, close_spot=s_close,
-            open_price=price, close_price=close_price, settlement_price=settlement_price,
-            premium_coin=size * price / (1.0 if inverse else s_open),
-            premium_usd=size * price * to_usd_open,
-            fees_coin=fees_coin, fees_usd=fees_usd,
-            delivery_fee_coin=size * fee_close / (1.0 if inverse else s_close) if expired else 0.0,
-            pnl=pnl, pnl_coin=pnl_vs_hodl / s_close, pnl_vs_hodl=pnl_vs_hodl,
-            max_drawdown_pct=max_drawdown_pct(covered_path),
-            assigned=bool(expired and close_price > 0), settlement=cfg.settlement,
-            price_source=option.price_source, notes="; ".join(notes), settlement_estimate=estimate, path=path,
+            open_time=option.as_of, close_time=sale.t_close, expiry=option.expiry, strike=option.strike,
+            delta=option.delta, dte=option.dte, iv=option.iv, open_spot=float(option.index_price),
+            close_spot=s_close, open_price=float(out.price[i]), close_price=close_price,
+            settlement_price=s_close if sale.expired else None,
+            premium_coin=float(out.premium_coin[i]), premium_usd=float(out.premium_usd[i]),
+            fees_coin=float(out.fees_coin[i]), fees_usd=float(out.fees_usd[i]),
+            delivery_fee_coin=float(out.delivery_fee_coin[i]),
+            pnl=float(out.pnl[i]), pnl_coin=float(out.pnl_coin[i]), pnl_vs_hodl=pnl_vs_hodl,
+            max_drawdown_pct=float(out.max_drawdown_pct[i]),
+            assigned=bool(sale.expired and close_price > 0), settlement=cfg.settlement,
+            price_source=option.price_source, notes="; ".join(notes), settlement_estimate=sale.estimate, path=path,
         )
-        return _Leg(trade=trade, j_open=j_open, j_close=j_close, liability_usd=call_value_usd,
-                    open_flow=size * (price - fee_open), close_flow=size * (close_price + fee_close))
+        return _Leg(trade=trade, j_open=j_open, j_close=j_close, liability_usd=liability,
+                    open_flow=float(out.open_flow[i]), close_flow=float(out.close_flow[i]))
 
     def _quote(self, name: str, expiry: pd.Timestamp, t: pd.Timestamp) -> OptionSnapshot | None:
         chain = self.source.list_option_chain(self.config.underlying, t, expiry_range=(expiry, expiry))
@@ -372,9 +393,10 @@ class CoveredCallSimulator:
         t = option.as_of
         market = self._load_market(t, option.expiry + 2 * cfg.bar)
         try:
-            return self._leg(option, size, market, buyback_at=None).trade
+            sale = self._sale(option, size, market, buyback_at=None)
         except _CannotSettle as exc:
             raise NoCandidateError(f"{t.isoformat()}: {exc}", t) from None
+        return self._legs([sale], size, market)[0].trade
 
     # ------------------------------------------------------------------ a policy over the range
 
@@ -398,7 +420,7 @@ class CoveredCallSimulator:
         inverse = cfg.settlement == "inverse"
         builtin = policy is target_delta_policy
         coins, cash = float(cfg.initial_spot_position), 0.0
-        legs: list[_Leg] = []
+        sales: list[_Sale] = []
         no_trades: list[NoTrade] = []
         name = getattr(policy, "__name__", type(policy).__name__)
         k = 0
@@ -439,18 +461,19 @@ class CoveredCallSimulator:
             buyback = None if cfg.hold_to_expiry or next_t is None or next_t >= option.expiry else next_t
             carried = "carried past end to expiry" if option.expiry > cfg.end and buyback is None else ""
             try:
-                leg = self._leg(option, size, market, buyback, note=carried)
+                sale = self._sale(option, size, market, buyback, note=carried)
             except _CannotSettle as exc:
                 no_trades.append(NoTrade(t, f"not sold: {exc}", (option,)))
                 k += 1
                 continue
-            legs.append(leg)
-            net = leg.open_flow - leg.close_flow
+            sales.append(sale)
+            net = sale.open_flow - sale.close_flow
             if inverse:
                 coins += net
             else:
                 cash += net
-            k = int(np.searchsorted(decision_ns, leg.trade.close_time.value, side="left"))
+            k = int(np.searchsorted(decision_ns, sale.t_close.value, side="left"))
+        legs = self._legs(sales, size, market)
         if progress is not None:
             progress(1.0, "done")
         return self._result(market, legs, no_trades)
