@@ -326,6 +326,8 @@ class _RowCheck:
     def names(self, frame: pd.DataFrame, col: str, strip: bool = False) -> np.ndarray:
         raw = frame[col]
         self.flag(raw.isna().to_numpy(), col, raw, "an instrument name (e.g. BTC-27DEC24-100000-C)")
+        if isinstance(raw.dtype, pd.CategoricalDtype) and not strip:  # each distinct name made once, then shared
+            return np.asarray(raw.cat.categories, dtype=object)[raw.cat.codes.to_numpy()]
         text = raw.astype(str)
         return (text.str.strip() if strip else text).to_numpy(dtype=object)
 
@@ -384,8 +386,16 @@ def _check_sorted(path: Path, ns: np.ndarray, col: str, lines: np.ndarray) -> No
                                  "expected non-decreasing timestamps")
 
 
-def _check_unique(path: Path, ns: np.ndarray, names: np.ndarray, lines: np.ndarray, name_col: str) -> None:
-    dup = pd.DataFrame({"t": ns, "n": names}).duplicated().to_numpy()
+def _check_unique(path: Path, ns: np.ndarray, names: np.ndarray, lines: np.ndarray, name_col: str,
+                  codes: np.ndarray | None = None) -> None:
+    """One row per (snapshot, instrument); ``codes`` (optional) numbers the names one to one, hashed
+    instead of the strings."""
+    if codes is not None and len(ns):   # rows are sorted by time: a repeated (time, name) pair shows in one sort
+        t_code = np.cumsum(np.r_[0, ns[1:] != ns[:-1]], dtype=np.int64)
+        key = np.sort(t_code * (int(codes.max()) + 1) + codes)
+        if not (key[1:] == key[:-1]).any():
+            return
+    dup = pd.DataFrame({"t": ns, "n": names if codes is None else codes}).duplicated().to_numpy()
     if dup.any():
         i = int(np.argmax(dup))
         raise ChainFileError(f"{path}: line {lines[i]}: duplicate row: {names[i]} ({name_col}) appears twice at "
@@ -417,7 +427,10 @@ def _read_csv(path: Path, **kw) -> pd.DataFrame:
 
 def _prefix(names: pd.Series) -> np.ndarray:
     """Instrument prefix (``BTC``, ``SOL_USDC``): the part before the first '-', upper case."""
-    codes, uniques = pd.factorize(names)  # a few thousand distinct names among millions of rows
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        codes, uniques = names.cat.codes.to_numpy(), names.cat.categories
+    else:
+        codes, uniques = pd.factorize(names)  # a few thousand distinct names among millions of rows
     prefixes = np.array([str(u).split("-", 1)[0].upper() for u in uniques], dtype=object)
     return prefixes[codes] if len(codes) else np.empty(0, dtype=object)
 
@@ -428,17 +441,85 @@ def _frame(ns, name, prefix, otype, strike, expiry_ns, bid, ask, mark, iv, delta
                          "fwd": fwd, "index": index})
 
 
+_ROW_DTYPES: dict[str, type] = {"ns": np.int64, "name": object, "prefix": object, "otype": object,
+                                "strike": np.float64, "expiry": np.int64, "bid": np.float64, "ask": np.float64,
+                                "mark": np.float64, "iv": np.float64, "delta": np.float64, "fwd": np.float64,
+                                "index": np.float64}
+Rows = dict[str, np.ndarray]
+"""A file's valid chain rows as columns (the keys of ``_ROW_DTYPES``), one numpy array each."""
+
+
+def _rows(keep: np.ndarray | None, **cols) -> Rows:
+    """The columns of ``_ROW_DTYPES`` (a scalar is broadcast), restricted to ``keep`` (a mask) when given."""
+    n = len(cols["ns"])
+    out = {}
+    for name, dtype in _ROW_DTYPES.items():
+        v = cols[name]
+        v = np.full(n, v, dtype=dtype) if np.ndim(v) == 0 else np.asarray(v, dtype=dtype)
+        out[name] = v if keep is None else v[keep]
+    return out
+
+
+def _rows_of_frame(frame: pd.DataFrame) -> Rows:
+    return {name: frame[name].to_numpy(dtype=dtype) for name, dtype in _ROW_DTYPES.items()}
+
+
+_PANDAS_NA = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+              "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")   # pandas.read_csv's default NA cells
+_DERIBIT_TEXT = ("timestamp", "instrument_name", "option_type", "expiry_datetime")
+
+
+def _read_deribit_fast(path: Path) -> dict[str, pd.Series] | None:
+    """The Deribit snapshot columns of ``path`` read with pyarrow's CSV reader (only those columns, the
+    text ones as categoricals, no per-cell Python objects), or None when the file is anything but
+    plain: then :func:`pd.read_csv` reads it and the checks name what is wrong. The values equal
+    ``pd.read_csv``'s: the same NA cells; numbers only when every cell is a finite number or NA."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+    except ImportError:  # pragma: no cover - pyarrow is a pinned dependency
+        return None
+    dictionary = pa.dictionary(pa.int32(), pa.string())
+    types = {c: (dictionary if c in _DERIBIT_TEXT else pa.float64()) for c in _DERIBIT_COLS}
+    try:
+        stream = pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None)
+        table = pacsv.read_csv(
+            stream, read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 20),
+            convert_options=pacsv.ConvertOptions(include_columns=list(_DERIBIT_COLS), column_types=types,
+                                                 null_values=list(_PANDAS_NA), strings_can_be_null=True,
+                                                 quoted_strings_can_be_null=True),
+            memory_pool=pa.system_memory_pool())
+    except Exception:  # noqa: BLE001 - any surprise: the pandas reader reports it precisely
+        return None
+    if table.num_rows == 0:
+        return None
+    out: dict[str, pd.Series] = {}
+    for name in _DERIBIT_COLS:
+        column = table.column(name)
+        if name in _DERIBIT_TEXT:
+            out[name] = column.to_pandas()
+        else:
+            vals = column.to_numpy()
+            if np.isinf(vals).any():       # pandas may read such a cell differently: let it
+                return None
+            out[name] = pd.Series(vals, copy=False)
+        table = table.drop_columns([name])     # free each column once converted
+    return out
+
+
 _STRIKE = "a strike > 0"
 _FORWARD = "a forward (underlying price) > 0, USD"
 
 
 # ------------------------------------------------------------------------------ chain layouts
 
-def _load_deribit(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
-    df = _read_csv(path)
-    df.columns = _strip_bom(df.columns)
-    _require_columns(path, df.columns, _DERIBIT_COLS, "Deribit snapshot")
-    rc = _RowCheck(path, len(df), 2)
+def _load_deribit(path: Path) -> tuple[Rows, _FileLoad]:
+    df = _read_deribit_fast(path)
+    if df is None:
+        df = _read_csv(path)
+        df.columns = _strip_bom(df.columns)
+        _require_columns(path, df.columns, _DERIBIT_COLS, "Deribit snapshot")
+    rc = _RowCheck(path, len(df["timestamp"]), 2)
     ns = rc.iso(df, "timestamp")
     names = rc.names(df, "instrument_name")
     expiry = rc.iso(df, "expiry_datetime")
@@ -454,15 +535,18 @@ def _load_deribit(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
     if rc.dropped == rc.n:
         raise _no_valid_row(path, rc.n, rc.first, "Deribit snapshot")
     lines, kept = rc.lines(), rc.kept
+    raw_names = df["instrument_name"]
+    codes = raw_names.cat.codes.to_numpy() if isinstance(raw_names.dtype, pd.CategoricalDtype) else None
     _check_sorted(path, kept(ns), "timestamp", lines)
-    _check_unique(path, kept(ns), kept(names), lines, "instrument_name")
+    _check_unique(path, kept(ns), kept(names), lines, "instrument_name", None if codes is None else kept(codes))
     _check_iv_unit(path, kept(iv), "implied_volatility", percent=False, lines=lines)
-    frame = kept(_frame(ns, names, _prefix(df["instrument_name"].astype(str)), otype, strike, expiry, bid, ask, mark,
-                        iv, delta, fwd, index))
-    return frame, _FileLoad(path, rc.n, rc.dropped, rc.first)
+    prefix = _prefix(raw_names if codes is not None else raw_names.astype(str))
+    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, prefix=prefix, otype=otype, strike=strike,
+                 expiry=expiry, bid=bid, ask=ask, mark=mark, iv=iv, delta=delta, fwd=fwd, index=index)
+    return rows, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
 
-def _load_optionsdx(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
+def _load_optionsdx(path: Path) -> tuple[Rows, _FileLoad]:
     df = _read_csv(path, skipinitialspace=True)
     df.columns = [c.strip().strip("[]").strip() for c in _strip_bom(df.columns)]
     _require_columns(path, df.columns, _OPTIONSDX_COLS, "OptionsDX EOD")
@@ -487,11 +571,12 @@ def _load_optionsdx(path: Path) -> tuple[pd.DataFrame, _FileLoad]:
     _check_sorted(path, kept(ns), "QUOTE_UNIXTIME", lines)
     _check_unique(path, kept(ns), kept(names), lines, "INSTRUMENT_NAME")
     _check_iv_unit(path, kept(iv) * 100.0, "MARK_IV", percent=True, lines=lines)
-    frame = kept(_frame(ns, names, _prefix(pd.Series(names)), otype, strike, expiry, bid, ask, np.nan, iv, delta,
-                        fwd, np.nan))
-    frame["mark"] = inverse_price_coin(frame["fwd"].to_numpy(), frame["strike"].to_numpy(), kept(dte) / 365.0,
-                                       frame["iv"].to_numpy(), 0.0, frame["otype"].to_numpy().astype(str))
-    return frame, _FileLoad(path, rc.n, rc.dropped, rc.first)
+    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, prefix=_prefix(pd.Series(names)), otype=otype,
+                 strike=strike, expiry=expiry, bid=bid, ask=ask, mark=np.nan, iv=iv, delta=delta, fwd=fwd,
+                 index=np.nan)
+    rows["mark"] = inverse_price_coin(rows["fwd"], rows["strike"], kept(dte) / 365.0, rows["iv"], 0.0,
+                                      rows["otype"].astype(str))
+    return rows, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
 
 def _tardis_chunk(path: Path, chunk: pd.DataFrame, line0: int, bar_ns: int) -> tuple[pd.DataFrame, _RowCheck,
@@ -519,7 +604,7 @@ def _tardis_chunk(path: Path, chunk: pd.DataFrame, line0: int, bar_ns: int) -> t
     return rc.kept(frame), rc, kept_local, lines
 
 
-def _load_tardis(path: Path, bar: pd.Timedelta, staleness: pd.Timedelta) -> tuple[pd.DataFrame, _FileLoad]:
+def _load_tardis(path: Path, bar: pd.Timedelta, staleness: pd.Timedelta) -> tuple[Rows, _FileLoad]:
     """Read in chunks; keep per instrument the last update in each bar, stamped at the bar's end."""
     bar_ns = bar.value
     parts: list[pd.DataFrame] = []
@@ -568,7 +653,7 @@ def _load_tardis(path: Path, bar: pd.Timedelta, staleness: pd.Timedelta) -> tupl
     rep = rows.loc[rows.index.repeat(counts)].reset_index(drop=True)
     offsets = np.arange(len(rep)) - np.repeat(np.cumsum(counts) - counts, counts)
     rep["ns"] = rep["ns"].to_numpy() + offsets * bar_ns
-    return rep, _FileLoad(path, n_rows, n_dropped, first)
+    return _rows_of_frame(rep), _FileLoad(path, n_rows, n_dropped, first)
 
 
 # ------------------------------------------------------------------------------ spot and settlement
@@ -727,32 +812,32 @@ def _ohlc_frame(points: np.ndarray, o, h, lo, c, keep: np.ndarray, volume: np.nd
 class _Group:
     """The rows of one instrument prefix (``BTC``, ``SOL_USDC``), sorted by snapshot time then expiry."""
 
-    def __init__(self, rows: pd.DataFrame):
-        self.ns = rows["ns"].to_numpy(dtype=np.int64)
-        self.snap_ns, self.snap_start = np.unique(self.ns, return_index=True)
+    def __init__(self, rows: Rows):
+        self.ns = rows["ns"]                                   # sorted: each snapshot's rows are one run
+        self.snap_start = np.flatnonzero(np.r_[True, self.ns[1:] != self.ns[:-1]]) if len(self.ns) else \
+            np.empty(0, dtype=np.int64)
+        self.snap_ns = self.ns[self.snap_start]
         self.snap_end = np.append(self.snap_start[1:], len(self.ns))
-        self.name = rows["name"].to_numpy(dtype=object)
-        self.otype = rows["otype"].to_numpy(dtype=object)
-        self.strike = rows["strike"].to_numpy(dtype=float)
-        self.expiry = rows["expiry"].to_numpy(dtype=np.int64)
-        self.bid = rows["bid"].to_numpy(dtype=float)
-        self.ask = rows["ask"].to_numpy(dtype=float)
-        self.mark = rows["mark"].to_numpy(dtype=float)
-        self.iv = rows["iv"].to_numpy(dtype=float)
-        self.delta = rows["delta"].to_numpy(dtype=float)
-        self.fwd = rows["fwd"].to_numpy(dtype=float)
-        self.index = rows["index"].to_numpy(dtype=float)
-        snap_index = rows.groupby("ns", sort=True)["index"].median().to_numpy(dtype=float)
-        self.snap_index = snap_index                   # the index per snapshot (median over rows), USD
+        self.name, self.otype = rows["name"], rows["otype"]
+        self.strike, self.expiry = rows["strike"], rows["expiry"]
+        self.bid, self.ask, self.mark = rows["bid"], rows["ask"], rows["mark"]
+        self.iv, self.delta, self.fwd, self.index = rows["iv"], rows["delta"], rows["fwd"], rows["index"]
+        # the index per snapshot (median over its rows, NaN ignored as pandas' groupby median does), USD
+        self.snap_index = np.array([np.nanmedian(self.index[a:b]) if np.isnan(self.index[a:b]).any()
+                                    else np.median(self.index[a:b])
+                                    for a, b in zip(self.snap_start.tolist(), self.snap_end.tolist(), strict=True)],
+                                   dtype=float)
         codes, names = pd.factorize(self.name)
         order = np.argsort(codes, kind="stable")         # rows of one instrument, in time order
         self.by_name_order = order
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
         self.by_name = {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}
         # for bulk chain lookups: the distinct expiries, and per row (snapshot, expiry rank) as one sorted key
-        self.exp_values, exp_rank = np.unique(self.expiry, return_inverse=True)
-        snap_of_row = np.repeat(np.arange(len(self.snap_ns), dtype=np.int64), self.snap_end - self.snap_start)
-        self.snap_exp_key = snap_of_row * (len(self.exp_values) + 1) + exp_rank.astype(np.int64)
+        self.exp_values = np.sort(pd.unique(self.expiry))
+        key = np.repeat(np.arange(len(self.snap_ns), dtype=np.int64), self.snap_end - self.snap_start)
+        key *= len(self.exp_values) + 1
+        key += np.searchsorted(self.exp_values, self.expiry)
+        self.snap_exp_key = key
 
     def expiring_forward(self, expiry_ns: int, max_age_ns: int) -> tuple[float, int] | None:
         """``(forward, snapshot ns)``: the median forward of the options expiring at ``expiry_ns`` in the
@@ -767,6 +852,39 @@ class _Group:
                 return float(np.median(self.fwd[a:b])), int(self.snap_ns[k])
             k -= 1
         return None
+
+
+def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
+    """The files' rows by instrument prefix (sorted), each sorted by snapshot time, expiry, strike, call
+    before put (stable); a missing index is the forward of the snapshot's nearest expiry."""
+    if len(parts) == 1:
+        rows = parts[0]
+    else:
+        rows = {name: np.concatenate([p[name] for p in parts]) for name in _ROW_DTYPES}
+        parts.clear()
+        codes = pd.factorize(rows["name"])[0]
+        dup = pd.DataFrame({"ns": rows["ns"], "name": codes}).duplicated().to_numpy()
+        if dup.any():
+            i = int(np.argmax(dup))
+            raise ChainFileError(f"{', '.join(map(str, paths))}: duplicate row across files: "
+                                 f"{rows['name'][i]} at {pd.Timestamp(int(rows['ns'][i]), tz='UTC')}; "
+                                 "expected each snapshot in one file only")
+    prefix_code, prefixes = pd.factorize(rows["prefix"], sort=True)
+    otype_code = pd.factorize(rows["otype"], sort=True)[0]
+    order = np.lexsort((otype_code, rows["strike"], rows["expiry"], rows["ns"], prefix_code))
+    if not (np.diff(order) == 1).all():   # already in order (a single daily file nearly is): no copies
+        for name in _ROW_DTYPES:
+            rows[name] = rows[name][order]
+        prefix_code = prefix_code[order]
+    index = rows["index"]
+    if np.isnan(index).any():  # no index column: the forward of the nearest expiry stands in
+        ns = rows["ns"]
+        starts = np.flatnonzero(np.r_[True, (ns[1:] != ns[:-1]) | (prefix_code[1:] != prefix_code[:-1])])
+        first = np.repeat(rows["fwd"][starts], np.diff(np.r_[starts, len(ns)]))
+        rows["index"] = np.where(np.isnan(index), first, index)
+    bounds = np.searchsorted(prefix_code, np.arange(len(prefixes) + 1))
+    return {str(p): _Group({name: col[bounds[k]:bounds[k + 1]] for name, col in rows.items()})
+            for k, p in enumerate(prefixes)}
 
 
 def _optional_file(path, load, what: str):
@@ -839,19 +957,7 @@ class ChainFileSource:
                 frame, load = _load_deribit(path)
             frames.append(frame)
             loads.append(load)
-        rows = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-        if len(frames) > 1:
-            dup = rows.duplicated(["ns", "name"]).to_numpy()
-            if dup.any():
-                i = int(np.argmax(dup))
-                raise ChainFileError(f"{', '.join(map(str, paths))}: duplicate row across files: "
-                                     f"{rows['name'].iloc[i]} at {pd.Timestamp(rows['ns'].iloc[i], tz='UTC')}; "
-                                     "expected each snapshot in one file only")
-        rows = rows.sort_values(["prefix", "ns", "expiry", "strike", "otype"], kind="stable")
-        if rows["index"].isna().any():  # no index column: the forward of the nearest expiry stands in
-            first = rows.groupby(["prefix", "ns"], sort=False)["fwd"].transform("first")
-            rows["index"] = rows["index"].fillna(first)
-        self.groups: dict[str, _Group] = {str(p): _Group(g) for p, g in rows.groupby("prefix", sort=True)}
+        self.groups: dict[str, _Group] = _groups(frames, paths)
         self._expiry_ts: dict[int, pd.Timestamp] = {}
         self.paths = paths
         self.timeframe = timeframe

@@ -296,3 +296,59 @@ def test_synthetic_unsettled_expiry_drops_bars_after_it(tmp_path):
     assert close_ns.tolist() == (ohlc.index.as_unit("ns").asi8 + HOUR).tolist()
     np.testing.assert_array_equal(closes, ohlc["close"].to_numpy())
     assert close_ns[-1] < pd.Timestamp("2026-01-09T08:00Z").value
+
+
+# ---------------------------------------------------------------------------- the lean Deribit reader
+
+GROUP_ARRAYS = ("ns", "snap_ns", "snap_start", "snap_end", "name", "otype", "strike", "expiry", "bid", "ask", "mark",
+                "iv", "delta", "fwd", "index", "snap_index", "by_name_order", "exp_values", "snap_exp_key")
+
+
+def assert_same_source(a: ChainFileSource, b: ChainFileSource) -> None:
+    assert list(a.groups) == list(b.groups)
+    assert (a.load_report, a.dropped_rows, a.first_dropped) == (b.load_report, b.dropped_rows, b.first_dropped)
+    for prefix, ga in a.groups.items():
+        gb = b.groups[prefix]
+        assert ga.by_name == gb.by_name
+        for name in GROUP_ARRAYS:
+            x, y = getattr(ga, name), getattr(gb, name)
+            assert x.dtype == y.dtype, name
+            if x.dtype.kind == "f":
+                np.testing.assert_array_equal(x, y, err_msg=name)
+            else:
+                assert x.tolist() == y.tolist(), name
+
+
+def _pandas_only(monkeypatch, path, **kw) -> ChainFileSource:
+    """The source as pandas.read_csv reads the file (the pyarrow reader switched off)."""
+    with monkeypatch.context() as m:
+        m.setattr("data_cache.files._read_deribit_fast", lambda path: None)
+        return ChainFileSource(path, **kw)
+
+
+def test_lean_reader_equals_pandas_on_the_daily_file(daily, monkeypatch):
+    assert_same_source(daily, _pandas_only(monkeypatch, require_shared(DAILY)))
+
+
+def test_lean_reader_equals_pandas_on_awkward_cells(tmp_path, monkeypatch):
+    """NA spellings, quoted cells, a BOM, impossible rows (dropped and reported alike) and cells pyarrow
+    leaves to pandas (inf, text in a number column) and a space-padded number."""
+    lines = _synthetic_lines()
+    awkward = [lines[0].replace(",BTC,", ',"BTC",'), lines[1].replace(",call,", ',"call",'),
+               lines[2].replace(",0.0,0.0,BTC", ",NA,nan,BTC"), lines[3].replace("call", "CALL ")]
+    cases = {
+        "na and quotes": awkward + lines[4:],
+        "impossible rows": [lines[0].replace(",call,", ",cal,")] + lines[1:5]
+        + [",".join(f if i != 5 else "-5" for i, f in enumerate(lines[5].split(",")))] + lines[6:],
+        "inf": lines[:3] + [lines[3].replace(",0.5,", ",inf,", 1)] + lines[4:],
+        "text in a number": lines[:3] + [lines[3].replace(",0.5,", ",abc,", 1)] + lines[4:],
+        "padded number": lines[:3] + [lines[3].replace(",0.5,", ", 0.5,", 1)] + lines[4:],
+    }
+    for case, body in cases.items():
+        for bom in ("", "\ufeff"):
+            path = tmp_path / f"{case.replace(' ', '_')}{len(bom)}.csv"
+            path.write_text(bom + HEADER + "\n" + "\n".join(body) + "\n", encoding="utf-8")
+            lean = ChainFileSource(path)
+            assert_same_source(lean, _pandas_only(monkeypatch, path))
+            if case == "impossible rows":
+                assert lean.dropped_rows == 2 and "column option_type: 'cal'" in lean.first_dropped
