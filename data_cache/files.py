@@ -90,6 +90,8 @@ A spot or settlement file whose name contains a coin symbol (``BTCUSDT_1h.csv``,
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
 import gzip
 import os
@@ -482,13 +484,14 @@ def _read_deribit_fast(path: Path) -> dict[str, pd.Series] | None:
     dictionary = pa.dictionary(pa.int32(), pa.string())
     types = {c: (dictionary if c in _DERIBIT_TEXT else pa.float64()) for c in _DERIBIT_COLS}
     try:
-        stream = pa.input_stream(str(path), compression="gzip" if path.name.endswith(".gz") else None)
-        table = pacsv.read_csv(
-            stream, read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 20),
-            convert_options=pacsv.ConvertOptions(include_columns=list(_DERIBIT_COLS), column_types=types,
-                                                 null_values=list(_PANDAS_NA), strings_can_be_null=True,
-                                                 quoted_strings_can_be_null=True),
-            memory_pool=pa.system_memory_pool())
+        # Python's gzip reader keeps fewer buffers resident than pyarrow's decompressing stream
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else contextlib.nullcontext(str(path)) as stream:
+            table = pacsv.read_csv(
+                stream, read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 20),
+                convert_options=pacsv.ConvertOptions(include_columns=list(_DERIBIT_COLS), column_types=types,
+                                                     null_values=list(_PANDAS_NA), strings_can_be_null=True,
+                                                     quoted_strings_can_be_null=True),
+                memory_pool=pa.system_memory_pool())
     except Exception:  # noqa: BLE001 - any surprise: the pandas reader reports it precisely
         return None
     if table.num_rows == 0:
@@ -504,7 +507,21 @@ def _read_deribit_fast(path: Path) -> dict[str, pd.Series] | None:
                 return None
             out[name] = pd.Series(vals, copy=False)
         table = table.drop_columns([name])     # free each column once converted
+    del table
+    _release_freed_memory()
     return out
+
+
+def _release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    pyarrow's parse buffers are many small blocks freed together; without this the process keeps
+    them as resident memory while the columns are checked and sorted into fresh arrays."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
 
 
 _STRIKE = "a strike > 0"
@@ -827,17 +844,39 @@ class _Group:
                                     else np.median(self.index[a:b])
                                     for a, b in zip(self.snap_start.tolist(), self.snap_end.tolist(), strict=True)],
                                    dtype=float)
+
+    # Built on first use (a backtest of one coin never builds the other's).
+
+    @functools.cached_property
+    def _by_name(self) -> tuple[dict[str, tuple[int, int]], np.ndarray]:
         codes, names = pd.factorize(self.name)
         order = np.argsort(codes, kind="stable")         # rows of one instrument, in time order
-        self.by_name_order = order
         bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-        self.by_name = {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}
-        # for bulk chain lookups: the distinct expiries, and per row (snapshot, expiry rank) as one sorted key
-        self.exp_values = np.sort(pd.unique(self.expiry))
+        return {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}, order
+
+    @property
+    def by_name(self) -> dict[str, tuple[int, int]]:
+        """Instrument name -> ``(a, b)``: its rows are ``by_name_order[a:b]``."""
+        return self._by_name[0]
+
+    @property
+    def by_name_order(self) -> np.ndarray:
+        """Row numbers grouped by instrument, each instrument's in time order."""
+        return self._by_name[1]
+
+    @functools.cached_property
+    def exp_values(self) -> np.ndarray:
+        """The distinct expiries (int64 ns), sorted."""
+        return np.sort(pd.unique(self.expiry))
+
+    @functools.cached_property
+    def snap_exp_key(self) -> np.ndarray:
+        """Per row ``snapshot number * (len(exp_values) + 1) + rank of its expiry``: sorted over the group,
+        so one binary search finds a snapshot's rows in an expiry window."""
         key = np.repeat(np.arange(len(self.snap_ns), dtype=np.int64), self.snap_end - self.snap_start)
         key *= len(self.exp_values) + 1
         key += np.searchsorted(self.exp_values, self.expiry)
-        self.snap_exp_key = key
+        return key
 
     def expiring_forward(self, expiry_ns: int, max_age_ns: int) -> tuple[float, int] | None:
         """``(forward, snapshot ns)``: the median forward of the options expiring at ``expiry_ns`` in the
@@ -957,6 +996,7 @@ class ChainFileSource:
                 frame, load = _load_deribit(path)
             frames.append(frame)
             loads.append(load)
+        _release_freed_memory()
         self.groups: dict[str, _Group] = _groups(frames, paths)
         self._expiry_ts: dict[int, pd.Timestamp] = {}
         self.paths = paths
