@@ -108,7 +108,6 @@ from data_cache.sources import SourceOptions
 from sim.data_source import DataSourceError, empty_chain_table
 from sim.fees import option_payoff_per_coin
 from sim.instruments import UNDERLYINGS, to_utc, underlying_spec
-from sim.pricing import inverse_price_coin
 from sim.types import TIMEFRAMES, OptionSnapshot, Timeframe, timeframe_delta
 
 __all__ = ["ChainFileError", "ChainFileSource", "CHAIN_FORMATS", "source_from_options"]
@@ -591,6 +590,8 @@ def _load_optionsdx(path: Path) -> tuple[Rows, _FileLoad]:
     rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, prefix=_prefix(pd.Series(names)), otype=otype,
                  strike=strike, expiry=expiry, bid=bid, ask=ask, mark=np.nan, iv=iv, delta=delta, fwd=fwd,
                  index=np.nan)
+    from sim.pricing import inverse_price_coin  # here: scipy loads only for the one layout without marks
+
     rows["mark"] = inverse_price_coin(rows["fwd"], rows["strike"], kept(dte) / 365.0, rows["iv"], 0.0,
                                       rows["otype"].astype(str))
     return rows, _FileLoad(path, rc.n, rc.dropped, rc.first)
