@@ -17,6 +17,9 @@ Each measurement is one subprocess, started and reaped here: wall time from spaw
 start, imports, load, run) and the child's peak RSS from ``os.wait4``'s rusage. Runs alternate
 ours / optopsy so both see the same machine load; the figures are medians over the runs.
 ``--repo DIR`` runs ours from another checkout (a "before" tree) with the same interpreter.
+``--same-stack`` adds a third row: optopsy's package run by *our* interpreter (pandas 3.1.1 with
+pyarrow 26 importable, so pandas loads pyarrow and keeps text as Arrow strings, as ours does),
+which separates what the libraries under both cost from what each program does.
 """
 
 from __future__ import annotations
@@ -57,11 +60,11 @@ def optopsy_worker(chain: str, variant: str) -> None:
     print(f"optopsy {op.__version__}: {len(data):,} rows loaded, {len(out)} buckets", file=sys.stderr)
 
 
-def measure(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, str]:
     """``(wall seconds, peak RSS MiB, last stderr line)`` of one fresh process running ``cmd``."""
     with tempfile.TemporaryFile() as err, open(os.devnull, "wb") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -80,6 +83,7 @@ def main() -> None:
     ap.add_argument("--variant", choices=["dte_delta", "dte"], default="dte_delta")
     ap.add_argument("--repo", default=str(ROOT), help="checkout whose `python -m sim` is measured as ours")
     ap.add_argument("--skip-optopsy", action="store_true")
+    ap.add_argument("--same-stack", action="store_true", help="also run optopsy with our interpreter and libraries")
     ap.add_argument("--optopsy-worker", nargs=2, metavar=("CHAIN", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.optopsy_worker:
@@ -92,23 +96,34 @@ def main() -> None:
     opt_cmd = [args.optopsy_python, str(Path(__file__).resolve()), "--optopsy-worker", str(chain), args.variant]
     if not args.skip_optopsy and not Path(args.optopsy_python).exists():
         sys.exit(f"{args.optopsy_python} not found: make optopsy's venv (see the module doc) or pass --skip-optopsy")
-    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "optopsy": []}
+    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "optopsy": [], "optopsy-same-stack": []}
     notes = {}
-    for _ in range(args.runs):
-        wall, rss, _ = measure(ours_cmd, Path(args.repo))
-        runs["ours"].append((wall, rss))
-        if not args.skip_optopsy:
-            wall, rss, note = measure(opt_cmd, ROOT)
-            runs["optopsy"].append((wall, rss))
-            notes["optopsy"] = note
+    with tempfile.TemporaryDirectory() as only_optopsy:
+        same_env = None
+        if args.same_stack and not args.skip_optopsy:   # a folder holding nothing but optopsy's package
+            pkg = subprocess.run([args.optopsy_python, "-c", "import optopsy, os; print(os.path.dirname("
+                                  "optopsy.__file__))"], capture_output=True, text=True, check=True).stdout.strip()
+            os.symlink(pkg, Path(only_optopsy) / "optopsy")
+            same_env = {**os.environ, "PYTHONPATH": only_optopsy}
+        for _ in range(args.runs):
+            wall, rss, _ = measure(ours_cmd, Path(args.repo))
+            runs["ours"].append((wall, rss))
+            if not args.skip_optopsy:
+                wall, rss, note = measure(opt_cmd, ROOT)
+                runs["optopsy"].append((wall, rss))
+                notes["optopsy"] = note
+            if same_env is not None:
+                wall, rss, _ = measure([sys.executable, *opt_cmd[1:]], Path(only_optopsy), same_env)
+                runs["optopsy-same-stack"].append((wall, rss))
     print(f"file: {chain.name} ({chain.stat().st_size / 1e6:.1f} MB gzip); {args.runs} fresh processes each, "
           "medians (min-max)")
     for who, got in runs.items():
         if not got:
             continue
         walls, rsss = [w for w, _ in got], [r for _, r in got]
-        label = "ours: python -m sim backtest --source files" if who == "ours" else \
-            f"optopsy: csv_data + short_calls ({args.variant})"
+        label = {"ours": "ours: python -m sim backtest --source files",
+                 "optopsy": f"optopsy: csv_data + short_calls ({args.variant})",
+                 "optopsy-same-stack": "optopsy, our interpreter and libraries"}[who]
         print(f"{label:48s} {statistics.median(walls):6.2f} s ({min(walls):.2f}-{max(walls):.2f})   "
               f"peak RSS {statistics.median(rsss):6.1f} MiB ({min(rsss):.1f}-{max(rsss):.1f})")
     if "optopsy" in notes:
