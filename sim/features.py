@@ -164,6 +164,35 @@ def atm_iv(calls: Sequence[OptionSnapshot], tenor_days: float) -> float:
     return float(np.interp(on[0].underlying_price, k, iv))
 
 
+def atm_iv_table(table: dict, instants_ns: np.ndarray, tenor_days: float) -> np.ndarray:
+    """:func:`atm_iv` of each instant's chain at once: ``table`` a chain table of calls
+    (:mod:`sim.data_source`) fetched at ``instants_ns`` over :func:`atm_window`; NaN per instant
+    without calls. The same choice of expiry and the same interpolation as :func:`atm_iv`."""
+    out = np.full(len(instants_ns), np.nan)
+    keep = (table["option_type"] == "call") & np.isfinite(table["iv"])
+    rows = np.flatnonzero(keep)
+    if len(rows) == 0:
+        return out
+    dec = table["decision"][rows]
+    t = np.asarray(instants_ns, dtype=np.int64)[dec]
+    expiry = table["expiry_ns"][rows]
+    gap = np.abs((expiry - t) / NS_PER_DAY - tenor_days)
+    order = np.lexsort((expiry, gap, dec))  # per instant: nearest the tenor, ties to the earlier expiry
+    first = order[np.concatenate([[True], dec[order[1:]] != dec[order[:-1]]])]
+    best = np.full(len(instants_ns), -1, dtype=np.int64)
+    best[dec[first]] = expiry[first]
+    on = rows[expiry == best[dec]]
+    on_dec = table["decision"][on]
+    on = on[np.lexsort((on, table["strike"][on], on_dec))]  # by strike, stable as sorted() is
+    on_dec = table["decision"][on]
+    bounds = np.flatnonzero(np.concatenate([[True], on_dec[1:] != on_dec[:-1], [True]]))
+    strike, iv, fwd = table["strike"], table["iv"], table["forward"]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        group = on[a:b]
+        out[on_dec[a]] = float(np.interp(fwd[group[0]], strike[group], iv[group]))
+    return out
+
+
 def daily_instants(first_t: pd.Timestamp, last_t: pd.Timestamp, days: int = RANK_DAYS) -> pd.DatetimeIndex:
     """The 00:00 UTC instants the ATM IV rank of decisions in ``[first_t, last_t]`` reads:
     ``first_t - days`` (exclusive) to ``last_t`` (inclusive)."""
@@ -182,6 +211,12 @@ def iv_rank_pct(history_ns: np.ndarray, history_iv: np.ndarray, t_ns, iv_t, days
     scalar = np.ndim(t_ns) == 0
     t = np.atleast_1d(np.asarray(t_ns, dtype=np.int64))
     cur = np.broadcast_to(np.atleast_1d(np.asarray(iv_t, dtype=float)), t.shape)
+    if len(t) > 1:  # many rows share a decision: rank each distinct (t, iv) once
+        pairs, inverse = np.unique(np.column_stack([t.view(np.float64), cur]), axis=0, return_inverse=True)
+        if len(pairs) < len(t):
+            ranks = iv_rank_pct(history_ns, history_iv, pairs[:, 0].copy().view(np.int64), pairs[:, 1], days,
+                                min_count)
+            return np.asarray(ranks)[inverse.ravel()]
     h_ns = np.asarray(history_ns, dtype=np.int64)
     h_iv = np.asarray(history_iv, dtype=float)
     hi = np.searchsorted(h_ns, t, side="right")

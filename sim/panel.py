@@ -169,19 +169,35 @@ class MarketPanel:
         out_offsets = np.zeros(L + 1, dtype=np.int64)
         np.cumsum(lengths, out=out_offsets[1:])
         out = np.empty(int(out_offsets[-1]))
+        out[out_offsets[:-1]] = open_mark
+        if L == 0:
+            return out_offsets, out
+        # Bars on the panel's grid (the usual case): leg i's first n - 1 closes fall exactly on
+        # ns[j + 1 : j + n]; checked and gathered for all legs at once, the others searched one by one.
+        held = [self._closes[k] for k in keys]
+        avail = np.array([len(h[0]) for h in held], dtype=np.int64)
+        start = np.zeros(L, dtype=np.int64)
+        np.cumsum(avail[:-1], out=start[1:])
+        all_t = np.concatenate([h[0] for h in held]) if avail.sum() else np.empty(0, dtype=np.int64)
+        all_v = np.concatenate([h[1] for h in held]) if avail.sum() else np.empty(0)
+        need = lengths - 1
+        aligned = avail >= need
+        take = np.where(aligned, need, 0)
+        local = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)
+        src = np.repeat(start, take) + local
+        grid = np.repeat(j_open + 1, take) + local
+        match = all_t[src] == self.ns[grid]
+        bad = np.repeat(np.arange(L), take)[~match]
+        aligned[bad] = False
+        take = np.where(aligned, need, 0)
+        local = np.arange(int(take.sum())) - np.repeat(np.cumsum(take) - take, take)
+        dst = np.repeat(out_offsets[:-1] + 1, take) + local
+        out[dst] = all_v[np.repeat(start, take) + local]
         ns = self.ns
-        for i, key in enumerate(keys):
+        for i in np.flatnonzero(~aligned & (need > 0)).tolist():
             a, n = int(out_offsets[i]), int(lengths[i])
-            out[a] = open_mark[i]
-            if n == 1:
-                continue
-            close_t, closes = self._closes[key]
-            j = int(j_open[i])
-            times = ns[j + 1:j + n]
-            if len(close_t) >= n - 1 and close_t[0] == times[0] and close_t[n - 2] == times[-1] \
-                    and np.array_equal(close_t[:n - 1], times):
-                out[a + 1:a + n] = closes[:n - 1]  # bars on the panel's grid: one close per instant
-                continue
+            close_t, closes = held[i]
+            times = ns[int(j_open[i]) + 1:int(j_open[i]) + n]
             pos = np.searchsorted(close_t, times, side="right") - 1
             out[a + 1:a + n] = np.where(pos >= 0, closes[np.maximum(pos, 0)] if len(closes) else open_mark[i],
                                         open_mark[i])

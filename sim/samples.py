@@ -66,15 +66,17 @@ outcome_fees_coin                  coin        the same in coin
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from sim import features, schedule
-from sim.data_source import MarketDataSource
-from sim.policies import in_delta_band
-from sim.simulator import CoveredCallSimulator, NoCandidateError
-from sim.types import CallSimulationConfig, OptionSnapshot, SimulatedTrade
+from sim.data_source import MarketDataSource, chain_table
+from sim.instruments import expiry_kind
+from sim.legs import expiry_close, open_fill, outcomes
+from sim.panel import CannotSettle, build_panel
+from sim.types import CallSimulationConfig
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -126,26 +128,31 @@ def _history_start(source, t: pd.Timestamp, days: int) -> pd.Timestamp:
 
 
 class _Sampler:
-    """Rows month by month, caching the daily ATM IV values the rank reads across months."""
+    """Rows month by month on a :class:`~sim.panel.MarketPanel` per month: every decision's chain
+    in one bulk call, every candidate's outcome in one batch (:func:`sim.legs.outcomes`), the daily
+    ATM IV values the rank reads cached across months."""
 
     def __init__(self, source: MarketDataSource, config: CallSimulationConfig):
         self.source = source
         self.config = config
-        self.sim = CoveredCallSimulator(source, config)
         self.daily_iv: dict[int, float] = {}
 
-    def _atm_iv_at(self, t: pd.Timestamp) -> float:
-        """:func:`sim.features.atm_iv` of the chain at ``t`` (midnights cached for the rank)."""
-        if t.value in self.daily_iv:
-            return self.daily_iv[t.value]
+    def _atm_ivs(self, instants_ns: np.ndarray) -> np.ndarray:
+        """:func:`sim.features.atm_iv` of the chain at each instant (one bulk chain call)."""
         cfg = self.config
-        lo, hi = features.atm_window(t, cfg.target_dte)
-        calls = [o for o in self.source.list_option_chain(cfg.underlying, t, expiry_range=(lo, hi))
-                 if o.option_type == "call" and lo <= o.expiry <= hi]
-        iv = features.atm_iv(calls, cfg.target_dte)
-        if t == t.floor("1D"):
-            self.daily_iv[t.value] = iv
-        return iv
+        if len(instants_ns) == 0:
+            return np.empty(0)
+        lo_days, hi_days = (pd.Timedelta(days=d).value for d in (cfg.target_dte / 2, 2 * cfg.target_dte))
+        table = chain_table(self.source, cfg.underlying, instants_ns, (instants_ns + lo_days, instants_ns + hi_days),
+                            option_type="call")
+        return features.atm_iv_table(table, instants_ns, cfg.target_dte)
+
+    def _daily(self, instants: pd.DatetimeIndex) -> None:
+        """Fill the daily ATM IV cache at the midnights ``instants`` not yet held."""
+        ns = instants.as_unit("ns").asi8
+        todo = np.array([t for t in ns.tolist() if t not in self.daily_iv], dtype=np.int64)
+        for t, iv in zip(todo.tolist(), self._atm_ivs(todo).tolist(), strict=True):
+            self.daily_iv[t] = iv
 
     def _spot_history(self, first: pd.Timestamp, last: pd.Timestamp) -> pd.DataFrame:
         """Spot bars from 30 days before ``first`` to ``last``; from ``first`` when the source refuses
@@ -164,69 +171,116 @@ class _Sampler:
         ohlc = self._spot_history(first, last)
         grid_ns, spot = features.spot_grid(ohlc, cfg.bar)
         floor = _history_start(source, first, features.RANK_DAYS)
-        for d in features.daily_instants(first, last):
-            if d >= floor and d < first:
-                self._atm_iv_at(d)
+        days = features.daily_instants(first, last)
+        self._daily(days[(days >= floor) & (days < first)])
 
-        row_t: list[int] = []
-        options: list[OptionSnapshot] = []
-        trades: list[SimulatedTrade] = []
-        iv_t: dict[int, float] = {}
-        skipped, reasons = 0, []
-        for t in times:
-            candidates = self.sim._candidates(t)
-            iv_t[t.value] = self._atm_iv_at(t)
-            in_band = sorted((o for o in candidates if in_delta_band(o, cfg.target_delta, cfg.delta_tolerance)),
-                             key=lambda o: (o.expiry.value, o.strike))
-            for o in in_band:
-                try:
-                    trade = self.sim.simulate_call(o)
-                except NoCandidateError as exc:
-                    skipped += 1
-                    if len(reasons) < MAX_REASONS:
-                        reasons.append(str(exc))
-                    continue
-                row_t.append(t.value)
-                options.append(o)
-                trades.append(trade)
-            tick(t, len(trades))
-        # Daily values at the midnights inside the month (a decision at 00:00 already put its own).
-        for d in features.daily_instants(first, last):
-            if d >= first:
-                self._atm_iv_at(d)
+        panel = build_panel(source, replace(cfg, start=first, end=last + pd.Timedelta(1, "ns")))  # end > start
+        t_ns = times.as_unit("ns").asi8
+        if not np.array_equal(panel.decision_ns, t_ns):
+            raise ValueError("the month's decision times are not the config's schedule")
+        table, _ = panel.all_chains()
+        dec = table["decision"]
+        # The candidates (sim.simulator.candidate_rows) inside the delta band (sim.policies.in_delta_band),
+        # ordered by decision, expiry, strike, then as listed.
+        e = table["expiry_ns"]
+        keep = ((table["option_type"] == "call") & (table["bid"] > 0) & (e >= panel.lo_ns[dec])
+                & (e <= panel.hi_ns[dec]) & (np.abs(table["delta"] - cfg.target_delta) <= cfg.delta_tolerance + 1e-12))
+        rows = np.flatnonzero(keep)
+        rows = rows[np.lexsort((rows, table["strike"][rows], e[rows], dec[rows]))]
+        rows, skipped, reasons = self._settleable(panel, table, rows)
 
-        out = self._build(np.asarray(row_t, dtype=np.int64), options, trades, grid_ns, spot, iv_t)
+        iv_now = self._atm_ivs(t_ns)
+        midnight = {t: iv for t, iv in zip(t_ns.tolist(), iv_now.tolist(), strict=True) if t % features.NS_PER_DAY == 0}
+        self.daily_iv.update(midnight)
+        self._daily(days[days >= first])  # the month's own midnights (a decision at 00:00 already put its own)
+
+        counts = np.bincount(dec[rows], minlength=len(t_ns)).cumsum()
+        for k, t in enumerate(times):
+            tick(t, int(counts[k]))
+        out = self._build(panel, table, rows, grid_ns, spot, iv_now)
         out.attrs.update(skipped=skipped, skipped_reasons=reasons, decisions=len(times))
         return out
 
-    def _build(self, t_ns: np.ndarray, options: list[OptionSnapshot], trades: list[SimulatedTrade],
-               grid_ns: np.ndarray, spot: np.ndarray, iv_t: dict[int, float]) -> pd.DataFrame:
+    def _settleable(self, panel, table: dict, rows: np.ndarray) -> tuple[np.ndarray, int, list[str]]:
+        """``rows`` without the calls the data cannot settle, how many were dropped and the first
+        few reasons (as :meth:`~sim.simulator.CoveredCallSimulator.simulate_call` words them).
+        The settlement is asked once per expiry."""
+        expiry = table["expiry_ns"][rows]
+        after = np.searchsorted(panel.ns, expiry, side="left") >= len(panel.ns)
+        why_of: dict[int, str | None] = {}
+        for ex in np.unique(expiry[~after]).tolist():
+            try:
+                panel.settlement("", pd.Timestamp(ex, tz="UTC"))
+                why_of[ex] = None
+            except CannotSettle as exc:
+                why_of[ex] = str(exc).split(": ", 1)[1]
+        unsettled = np.array([why_of.get(ex) is not None for ex in expiry.tolist()], dtype=bool) & ~after
+        bad = np.flatnonzero(after | unsettled)
+        reasons: list[str] = []
+        for i in bad[:MAX_REASONS].tolist():
+            r = int(rows[i])
+            name = str(table["instrument_name"][r])
+            when = pd.Timestamp(int(table["decision_ns"][r]), tz="UTC").isoformat()
+            if after[i]:
+                why = (f"{name} closes at {pd.Timestamp(int(expiry[i]), tz='UTC'):%Y-%m-%d %H:%M} UTC, after the "
+                       f"market data ends ({panel.last:%Y-%m-%d %H:%M} UTC)")
+            else:
+                why = f"{name}: {why_of[int(expiry[i])]}"
+            reasons.append(f"{when}: {why}")
+        keep = np.ones(len(rows), dtype=bool)
+        keep[bad] = False
+        return rows[keep], len(bad), reasons
+
+    def _build(self, panel, table: dict, rows: np.ndarray, grid_ns: np.ndarray, spot: np.ndarray,
+               iv_now: np.ndarray) -> pd.DataFrame:
         cfg = self.config
-        if len(options) == 0:
+        if len(rows) == 0:
             return empty_frame()
+        inverse = cfg.settlement == "inverse"
+        dec = table["decision"][rows]
+        t_ns = table["decision_ns"][rows]
+        expiry = table["expiry_ns"][rows]
+        strike = table["strike"][rows]
+        bid, ask, mark, s_open = table["bid"][rows], table["ask"][rows], table["mark"][rows], table["index"][rows]
         cols: dict[str, object] = {
             "decision_time": _utc(t_ns),
-            "instrument_name": [o.instrument_name for o in options],
-            "strike": np.array([o.strike for o in options], dtype=float),
-            "expiry": _utc(o.expiry.value for o in options),
-            "size_coin": np.array([tr.size for tr in trades], dtype=float),
+            "instrument_name": table["instrument_name"][rows].astype(str),
+            "strike": strike,
+            "expiry": _utc(expiry),
+            "size_coin": np.full(len(rows), float(cfg.call_size)),
         }
         market = features.market_features(grid_ns, spot, t_ns, cfg.bar.value)
         cols.update({f"feature_{k}": v for k, v in market.items()})
         daily = np.array(sorted(self.daily_iv), dtype=np.int64)
-        current = np.array([iv_t[t] for t in t_ns.tolist()], dtype=float)
+        current = iv_now[dec]
         cols["feature_atm_iv"] = current
         cols["feature_atm_iv_rank_90d_pct"] = features.iv_rank_pct(
             daily, np.array([self.daily_iv[d] for d in daily.tolist()], dtype=float), t_ns, current)
-        cand = features.candidate_features(options, cfg.settlement == "inverse", cfg.half_spread_given_up)
+        cand = features.candidate_features_arrays(strike, (expiry - t_ns) / 86_400e9, table["delta"][rows],
+                                                  table["iv"][rows], bid, ask, mark, s_open, inverse,
+                                                  cfg.half_spread_given_up)
         cols.update({f"feature_{k}": v for k, v in cand.items()})
-        for col, field in OUTCOME_FIELDS.items():
-            values = [getattr(tr, field) for tr in trades]
-            if col == "outcome_settlement_estimated":
-                values = [bool(v) for v in values]
-            elif col == "outcome_settlement_price":
-                values = [np.nan if v is None else v for v in values]
-            cols[col] = values
+
+        # Outcomes: each call sold on the config's call size and held to expiry (sim.legs, the
+        # accounting of every backtest trade and of simulate_call).
+        price, fee_open = open_fill(bid, ask, mark, s_open, cfg)
+        uniq, inv = np.unique(expiry, return_inverse=True)
+        settled = [panel.settlement("", pd.Timestamp(int(x), tz="UTC")) for x in uniq.tolist()]
+        s_close = np.array([p for p, _ in settled])[inv]
+        estimated = np.array([bool(label) for _, label in settled])[inv]
+        daily_expiry = np.array([expiry_kind(pd.Timestamp(int(x), tz="UTC")) == "daily" for x in uniq.tolist()])
+        close_price, fee_close = expiry_close(s_close, strike, daily_expiry[inv], cfg)
+        j_open = np.searchsorted(panel.ns, t_ns, side="left")
+        j_close = np.searchsorted(panel.ns, expiry, side="left")
+        offsets, marks = panel.mark_paths(cols["instrument_name"].tolist(), t_ns, expiry, j_open, j_close, mark)
+        out = outcomes(panel.spot, j_open, j_close, offsets, marks, price, fee_open, close_price, fee_close, s_open,
+                       s_close, np.ones(len(rows), dtype=bool), cfg.call_size, inverse)
+        cols.update({
+            "outcome_pnl_usd": out.pnl, "outcome_pnl_coin": out.pnl_coin, "outcome_pnl_vs_hodl_usd": out.pnl_vs_hodl,
+            "outcome_max_drawdown_pct": out.max_drawdown_pct, "outcome_assigned": close_price > 0,
+            "outcome_settlement_price": s_close, "outcome_settlement_estimated": estimated,
+            "outcome_close_price": close_price, "outcome_fees_usd": out.fees_usd, "outcome_fees_coin": out.fees_coin,
+        })
         frame = pd.DataFrame(cols)
         return frame[list(COLUMNS)].astype(COLUMNS)
 
