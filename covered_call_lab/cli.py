@@ -14,7 +14,13 @@ Exit statuses, each failure one line on stderr:
   (output paths, the policy and the data source's range are checked before the run).
 - 1, ``no trade: ...``: the what-if found no call in the bands (names the nearest calls) or the
   data cannot settle it; ``error: ...``: the data source (network, a damaged cache) or the policy
-  failed while running (a policy failure names the policy and the decision time).
+  failed while running (a policy failure names the policy and the decision time), the Dask
+  scheduler of ``--scheduler`` / ``$DASK_SCHEDULER_ADDRESS`` did not answer (names the address), or
+  worker processes kept dying.
+
+``sweep``, ``walk-forward`` and ``samples`` split their work into chunks on local worker processes
+(default one per CPU, ``--workers N``) or a Dask cluster (:mod:`covered_call_lab.executors`); the
+output is the same either way.
 
 This module composes the core (:mod:`sim`) with the data sources (:mod:`data_cache.sources`) by
 ordinary imports; ``sim/__main__.py`` is the core's one entry point that imports it.
@@ -34,7 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from covered_call_lab import samples_cmd
+from covered_call_lab import executors, samples_cmd
 from data_cache.sources import SOURCE_NAMES, SourceOptions, make_source, missing_options
 from sim.cli_args import (
     CONFIG_FLAGS,
@@ -54,6 +60,7 @@ from sim.cli_args import (
 )
 from sim.data_source import DataSourceError
 from sim.metrics import METRIC_KEYS, compute_metrics
+from sim.parallel import WorkerLostError
 from sim.policies import BUILTIN_POLICIES, Policy, load_policy
 from sim.simulator import CoveredCallSimulator, NoCandidateError, PolicyError
 from sim.sweep import WalkForwardResult, best_cell, sweep_delta_dte, walk_forward, walk_forward_windows
@@ -65,6 +72,8 @@ BACKTEST_FLAGS: dict[str, str] = CONFIG_FLAGS
 GRID_FLAGS: dict[str, str] = {**CONFIG_FLAGS, "deltas": "--deltas", "dtes": "--dtes", "metric": "--metric",
                               "train_days": "--train-days", "test_days": "--test-days"}
 GRID_COMMANDS = ("sweep", "walk-forward")
+# The commands that split their work into chunks over local processes or a Dask cluster.
+SCALE_COMMANDS = (*GRID_COMMANDS, "samples")
 POLICY_COMMANDS = ("backtest", *GRID_COMMANDS)
 DEFAULT_DELTAS = "0.1,0.15,0.2,0.25,0.3,0.35"   # the dashboard's grid
 DEFAULT_DTES = "3,5,7,10,14,21"
@@ -196,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_flags(sw)
     sw.add_argument("--out", metavar="FILE", type=table_file, default=None,
                     help="write the grid's rows to FILE.csv or FILE.parquet (parquet needs pyarrow)")
+    executors.add_arguments(sw)
 
     wf = sub.add_parser("walk-forward", help="choose the best grid cell on each training window, trade it on "
                                              "the next test window, and compare with the hindsight best")
@@ -204,10 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("--train-days", type=whole_or_text, default=90, help="training window, days (default 90)")
     wf.add_argument("--test-days", type=whole_or_text, default=30,
                     help="test window and step, days (default 30)")
+    executors.add_arguments(wf)
 
     sa = sub.add_parser("samples", help="what-if rows for every candidate call, to Parquet")
     add_backtest_flags(sa)
     samples_cmd.add_arguments(sa)
+    executors.add_arguments(sa)
 
     wi = sub.add_parser("what-if", help="one call sold at a given time, held to expiry")
     _add_common(wi)
@@ -622,10 +634,11 @@ def _write_table(frame: pd.DataFrame, target: str) -> None:
         frame.to_csv(target, index=False)
 
 
-def _run_sweep(args, config: CallSimulationConfig, policy, source) -> int:
+def _run_sweep(args, config: CallSimulationConfig, policy, source, executor=None, factory=None) -> int:
     deltas, dtes = args.grid
     progress = _progress_printer() if sys.stderr.isatty() else None
-    frame = sweep_delta_dte(source, config, deltas, dtes, metric=args.metric, policy=policy, progress=progress)
+    frame = sweep_delta_dte(source, config, deltas, dtes, metric=args.metric, policy=policy, progress=progress,
+                            executor=executor, source_factory=factory)
     if args.json:
         _write_output(args.json, "--json",
                       lambda: _write_json(sweep_json(frame, config, args.metric, source), args.json))
@@ -636,11 +649,11 @@ def _run_sweep(args, config: CallSimulationConfig, policy, source) -> int:
     return EXIT_OK
 
 
-def _run_walk_forward(args, config: CallSimulationConfig, policy, source) -> int:
+def _run_walk_forward(args, config: CallSimulationConfig, policy, source, executor=None, factory=None) -> int:
     deltas, dtes = args.grid
     progress = _progress_printer() if sys.stderr.isatty() else None
     result = walk_forward(source, config, deltas, dtes, args.train_days, args.test_days, args.metric,
-                          policy=policy, progress=progress)
+                          policy=policy, progress=progress, executor=executor, source_factory=factory)
     if args.json:
         _write_output(args.json, "--json",
                       lambda: _write_json(walk_forward_json(result, config, source), args.json))
@@ -684,6 +697,8 @@ def _prepare(argv: Sequence[str] | None):
     except DataSourceError as exc:
         raise _Failed(f"data source {args.source}: {exc}") from None
     check_source_covers(source, args, config)
+    if args.command in SCALE_COMMANDS:
+        args.executor_choice = executors.choice_from_args(args)
     return args, config, policy, source
 
 
@@ -692,13 +707,20 @@ def pyarrow_installed() -> bool:
     return importlib.util.find_spec("pyarrow") is not None
 
 
+def _run_scaled(args, config: CallSimulationConfig, policy, source) -> int:
+    """A command of :data:`SCALE_COMMANDS` on the executor its flags chose (:mod:`covered_call_lab.executors`)."""
+    factory = executors.source_factory(args.source, source_options(args))
+    with executors.open_executor(args.executor_choice) as executor:
+        if args.command == "samples":
+            return samples_cmd.run(args, config, source, executor=executor, source_factory=factory)
+        if args.command == "sweep":
+            return _run_sweep(args, config, policy, source, executor, factory)
+        return _run_walk_forward(args, config, policy, source, executor, factory)
+
+
 def _run(args, config: CallSimulationConfig, policy, source) -> int:
-    if args.command == "samples":
-        return samples_cmd.run(args, config, source)
-    if args.command == "sweep":
-        return _run_sweep(args, config, policy, source)
-    if args.command == "walk-forward":
-        return _run_walk_forward(args, config, policy, source)
+    if args.command in SCALE_COMMANDS:
+        return _run_scaled(args, config, policy, source)
     simulator = CoveredCallSimulator(source, config)
     if args.command == "what-if":
         size = None if args.size is None else config.initial_spot_position
@@ -766,6 +788,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"error: --source {args.source}: {exc}")
         return EXIT_USAGE
     except _Failed as exc:
+        _say(f"error: {exc}")
+        return EXIT_FAILED
+    except (executors.SchedulerUnreachable, WorkerLostError) as exc:
         _say(f"error: {exc}")
         return EXIT_FAILED
     except KeyboardInterrupt:

@@ -21,19 +21,23 @@ be written; 2 with ``error: --out: ...`` for an unusable folder.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from sim import samples
+from sim import samples, schedule
 from sim.cli_args import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _fail, one_line
 from sim.data_source import DataSourceError
+from sim.parallel import built_once, iter_chunks
 from sim.types import CallSimulationConfig
 
 MANIFEST = "_samples.json"
@@ -136,8 +140,30 @@ def write_part(folder: Path, month: str, frame) -> Path:
     return final
 
 
-def write_samples(folder: Path, config: CallSimulationConfig, source, show_progress: bool | None = None) -> dict:
-    """Write (or resume) the samples into ``folder``; returns the summary counts and timings."""
+def months_of(config: CallSimulationConfig) -> list[str]:
+    """The months (``YYYY-MM``, UTC) holding a decision time of ``config``, in time order."""
+    return list(dict.fromkeys(schedule.decision_times(config).strftime("%Y-%m").tolist()))
+
+
+def month_frame(factory: Callable[[], object], config: CallSimulationConfig, month: str, months: list[str]):
+    """One month's samples, in a worker: the source built by ``factory`` (once per worker), every
+    other month of ``months`` skipped."""
+    source = built_once(factory)
+    (got, frame), = samples.what_if_samples_chunks(source, config, skip_months=[m for m in months if m != month])
+    if got != month:
+        raise RuntimeError(f"asked for the samples of {month}, got {got}")
+    return frame
+
+
+def write_samples(folder: Path, config: CallSimulationConfig, source, show_progress: bool | None = None,
+                  executor: Executor | None = None, source_factory: Callable[[], object] | None = None) -> dict:
+    """Write (or resume) the samples into ``folder``; returns the summary counts and timings.
+
+    With ``executor`` and ``source_factory`` (a picklable recipe for an equivalent source) each month
+    still to write is one task (:func:`month_frame`) run there; this process writes each month's part
+    as it arrives (atomically, :func:`write_part`), so a killed run resumes as without workers. A
+    month whose worker died is computed again (:func:`sim.parallel.iter_chunks`) and written once.
+    """
     t0 = time.perf_counter()
     already = prepare_folder(folder, config, source)
     bar = tqdm(total=1.0, unit="", file=sys.stderr, disable=not (sys.stderr.isatty() if show_progress is None
@@ -149,12 +175,23 @@ def write_samples(folder: Path, config: CallSimulationConfig, source, show_progr
         bar.set_postfix_str(message, refresh=False)
 
     rows = months = skipped = 0
+    todo = [m for m in months_of(config) if m not in already] if executor is not None else []
     try:
-        for month, frame in samples.what_if_samples_chunks(source, config, progress, skip_months=already):
-            write_part(folder, month, frame)
-            rows += len(frame)
-            months += 1
-            skipped += frame.attrs.get("skipped", 0)
+        if executor is not None and source_factory is not None and len(todo) > 1:
+            every = months_of(config)
+            tasks = [functools.partial(month_frame, source_factory, config, m, every) for m in todo]
+            for i, frame in iter_chunks(tasks, executor):
+                write_part(folder, todo[i], frame)
+                rows += len(frame)
+                months += 1
+                skipped += frame.attrs.get("skipped", 0)
+                progress(months / len(todo), f"{todo[i]} written, {rows} rows")
+        else:
+            for month, frame in samples.what_if_samples_chunks(source, config, progress, skip_months=already):
+                write_part(folder, month, frame)
+                rows += len(frame)
+                months += 1
+                skipped += frame.attrs.get("skipped", 0)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -168,12 +205,14 @@ def summary_line(folder: Path, s: dict) -> str:
             f"settle them), {s['seconds']:.1f} s, {s['rows_per_second']:,.0f} rows/s")
 
 
-def run(args: argparse.Namespace, config: CallSimulationConfig, source) -> int:
-    """Write the samples of ``config`` on ``source`` to ``args.out``; returns the exit status."""
+def run(args: argparse.Namespace, config: CallSimulationConfig, source, executor: Executor | None = None,
+        source_factory: Callable[[], object] | None = None) -> int:
+    """Write the samples of ``config`` on ``source`` to ``args.out`` (months split over ``executor``
+    when given, see :func:`write_samples`); returns the exit status."""
     folder = Path(args.out).expanduser()
     name = getattr(args, "source", None) or getattr(source, "label", "source")
     try:
-        summary = write_samples(folder, config, source)
+        summary = write_samples(folder, config, source, executor=executor, source_factory=source_factory)
     except OutError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE

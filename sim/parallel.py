@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -49,12 +52,43 @@ def _call(task: Callable[[], T]) -> T:
     return task()
 
 
+def _gone(pid: int) -> bool:
+    """True when process ``pid`` no longer runs: it does not exist, or it is a zombie (dead, not yet
+    reaped; Linux's ``/proc`` says so, elsewhere a zombie counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _exit_with(parent_pid: int, interval_s: float = 0.2) -> None:
+    """Pool initializer: this worker exits as soon as the process that made the pool is gone (killed
+    with SIGKILL, it cannot shut its pool down), instead of waiting on its task queue forever and
+    holding the run's stdout and stderr open (a forkserver outlives the pool's process while any of
+    its workers does)."""
+
+    def watch() -> None:
+        while not _gone(parent_pid):
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class RestartablePool(Executor):
     """A local ``ProcessPoolExecutor`` of ``workers`` processes that :func:`iter_chunks` can rebuild
     after a worker died (``BrokenProcessPool``).
 
     ``context`` is a multiprocessing start method (default ``forkserver``: workers start clean,
-    forked from a server that has ``preload`` imported). Processes start on the first task.
+    forked from a server that has ``preload`` imported). Processes start on the first task, and
+    exit by themselves when this process dies.
     """
 
     def __init__(self, workers: int, context: str = "forkserver", preload: Sequence[str] = ()):
@@ -68,7 +102,8 @@ class RestartablePool(Executor):
         self._pool = self._new()
 
     def _new(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=self._context)
+        return ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_exit_with,
+                                   initargs=(os.getpid(),))
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._pool.submit(fn, *args, **kwargs)
@@ -81,6 +116,27 @@ class RestartablePool(Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+_BUILT: dict[bytes, Any] = {}
+_BUILT_LOCK = threading.Lock()
+
+
+def built_once(factory: Callable[[], T]) -> T:
+    """``factory()``, built once in this process and reused while the same (pickled) factory is asked
+    for: a worker's data source, kept across the chunks of a run. One is kept at a time.
+
+    >>> import functools
+    >>> make = functools.partial(dict, a=1)
+    >>> built_once(make) is built_once(make)
+    True
+    """
+    key = pickle.dumps(factory)
+    with _BUILT_LOCK:
+        if key not in _BUILT:
+            _BUILT.clear()
+            _BUILT[key] = factory()
+        return _BUILT[key]
 
 
 def executor_workers(executor: Executor | None) -> int:

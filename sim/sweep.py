@@ -21,7 +21,6 @@ windows into one out-of-sample equity curve to compare with the best cell chosen
 from __future__ import annotations
 
 import functools
-import pickle
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ from sim.data_source import MarketDataSource, settlement_estimate
 from sim.grid import grid_metrics, panel_for
 from sim.metrics import METRIC_KEYS, compute_metrics
 from sim.panel import MarketPanel
-from sim.parallel import chunk, executor_workers, run_chunks
+from sim.parallel import built_once, chunk, executor_workers, run_chunks
 from sim.policies import Policy, never_sell, target_delta_policy
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig, OptionSnapshot, SimulatedTrade, Timeframe
@@ -170,25 +169,14 @@ def _cell_configs(base_config: CallSimulationConfig, deltas: Sequence[float],
 
 # In a worker process (a local pool's or a Dask worker's): sources built by their factories, and the
 # memo of the current run (one sweep or walk-forward), shared by that run's chunks in this worker.
-_WORKER_SOURCES: dict[bytes, MarketDataSource] = {}
 _WORKER_RUN: dict[str, object] = {}
 _WORKER_LOCK = threading.Lock()   # a Dask worker may run several tasks at once, in threads
 
 
 def prepare_worker(factory: Callable[[], MarketDataSource]) -> bool:
     """Build ``factory``'s source in a pool worker ahead of a sweep (submit it to warm a new pool)."""
-    with _WORKER_LOCK:
-        _worker_source(factory)
+    built_once(factory)
     return True
-
-
-def _worker_source(factory: Callable[[], MarketDataSource]) -> MarketDataSource:
-    key = pickle.dumps(factory)
-    if key not in _WORKER_SOURCES:
-        _WORKER_SOURCES.clear()
-        _WORKER_RUN.clear()
-        _WORKER_SOURCES[key] = factory()
-    return _WORKER_SOURCES[key]
 
 
 def _in_worker(factory: Callable[[], MarketDataSource], run_id: str, dtes: tuple[float, ...], tol: float,
@@ -196,8 +184,8 @@ def _in_worker(factory: Callable[[], MarketDataSource], run_id: str, dtes: tuple
     """``fn(shared, panel, *args)`` in a worker, on this worker's memo of run ``run_id`` (built on the
     first chunk of the run it sees; the panel, over every cell of ``panel_cells``, on the first chunk
     that needs one)."""
+    source = built_once(factory)
     with _WORKER_LOCK:
-        source = _worker_source(factory)
         if _WORKER_RUN.get("id") != run_id:
             _WORKER_RUN.clear()
             _WORKER_RUN.update(id=run_id, shared=SharedMarketData(source, dtes, tol), panel=None)

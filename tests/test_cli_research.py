@@ -206,7 +206,7 @@ def test_a_window_with_no_trade_says_so_in_json_and_table(capsys):
 
 def test_samples_takes_the_backtest_flags_and_dispatches(monkeypatch, tmp_path, capsys):
     seen = []
-    monkeypatch.setattr(samples_cmd, "run", lambda args, config, source: seen.append((args, config, source)) or 0)
+    monkeypatch.setattr(samples_cmd, "run", lambda args, config, source, **kw: seen.append((args, config, source)) or 0)
     target = str(tmp_path / "s.parquet")
     assert main(["samples", *RANGE, "--delta", "0.3", "--out", target]) == 0, capsys.readouterr().err
     (args, config, source), = seen
@@ -218,9 +218,9 @@ def test_samples_takes_the_backtest_flags_and_dispatches(monkeypatch, tmp_path, 
 
 # ---------------------------------------------------------------------------- bad input, every new flag
 
-GRID_ONLY = {"--deltas", "--dtes", "--metric", "--out", "--train-days", "--test-days"}
-NEW_NUMERIC = {"sweep": [f for f in NUMERIC["backtest"]],
-               "walk-forward": [*NUMERIC["backtest"], "--train-days", "--test-days"]}
+GRID_ONLY = {"--deltas", "--dtes", "--metric", "--out", "--train-days", "--test-days", "--workers", "--scheduler"}
+NEW_NUMERIC = {"sweep": [*NUMERIC["backtest"], "--workers"],
+               "walk-forward": [*NUMERIC["backtest"], "--train-days", "--test-days", "--workers"]}
 NEW_BASE = {"sweep": ["sweep", *RANGE], "walk-forward": ["walk-forward", *RANGE]}
 
 
