@@ -429,7 +429,7 @@ def _read_csv(path: Path, **kw) -> pd.DataFrame:
 def _prefix(names: pd.Series) -> np.ndarray:
     """Instrument prefix (``BTC``, ``SOL_USDC``): the part before the first '-', upper case."""
     if isinstance(names.dtype, pd.CategoricalDtype):
-        codes, uniques = names.cat.codes.to_numpy(), names.cat.categories
+        codes, uniques = names.cat.codes.to_numpy(), np.asarray(names.cat.categories, dtype=object)
     else:
         codes, uniques = pd.factorize(names)  # a few thousand distinct names among millions of rows
     prefixes = np.array([str(u).split("-", 1)[0].upper() for u in uniques], dtype=object)
@@ -519,7 +519,7 @@ def _release_freed_memory() -> None:
     try:
         import ctypes
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - not glibc
         pass
 
 
