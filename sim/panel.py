@@ -23,6 +23,7 @@ Nothing here knows fills, fees or policies: the simulator does the accounting on
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -32,6 +33,12 @@ import pandas as pd
 from sim import schedule
 from sim.data_source import ChainTable, DataSourceError, chain_table, option_marks_batch, settlement_estimate
 from sim.types import CallSimulationConfig
+
+CHAIN_BLOCK = 1024  # decisions whose chains one bulk call fetches for a walk (MarketPanel.chain)
+
+
+def _rows(table: ChainTable, a: int, b: int) -> ChainTable:
+    return {name: col[a:b] for name, col in table.items()}
 
 
 class CannotSettle(LookupError):
@@ -63,6 +70,8 @@ class MarketPanel:
     _times: pd.DatetimeIndex | None = field(default=None, repr=False)
     _table: ChainTable | None = field(default=None, repr=False)
     _bounds: np.ndarray | None = field(default=None, repr=False)
+    _blocks: list[tuple] = field(default_factory=list, repr=False)      # (k0, k1, table, bounds), by k0
+    _block_starts: list[int] = field(default_factory=list, repr=False)
 
     @property
     def times(self) -> pd.DatetimeIndex:
@@ -98,15 +107,34 @@ class MarketPanel:
             self._chains[k] = part
 
     def chain(self, k: int) -> ChainTable:
-        """Decision ``k``'s calls (expiries in ``[lo_ns[k], hi_ns[k]]``) as a chain table."""
+        """Decision ``k``'s calls (expiries in ``[lo_ns[k], hi_ns[k]]``) as a chain table.
+
+        From the whole table when :meth:`all_chains` fetched it; else, for a source with a native
+        ``get_chain_table``, from a block of the next :data:`CHAIN_BLOCK` decisions fetched in one
+        call and kept for the runs sharing the panel; else (a source that would answer a block
+        instant by instant, over the network say) alone."""
         hit = self._chains.get(k)
-        if hit is None:
-            if self._table is not None:
-                rows = slice(int(self._bounds[k]), int(self._bounds[k + 1]))
-                return {name: col[rows] for name, col in self._table.items()}
+        if hit is not None:
+            return hit
+        if self._table is not None:
+            return _rows(self._table, int(self._bounds[k]), int(self._bounds[k + 1]))
+        if getattr(self.source, "get_chain_table", None) is None:
             self.prefetch([k])
-            hit = self._chains[k]
-        return hit
+            return self._chains[k]
+        i = bisect.bisect_right(self._block_starts, k) - 1
+        if i < 0 or k >= self._blocks[i][1]:
+            k1 = min(k + CHAIN_BLOCK, len(self.decision_ns))
+            if i + 1 < len(self._blocks):
+                k1 = min(k1, self._blocks[i + 1][0])  # blocks do not overlap
+            table = chain_table(self.source, self.underlying, self.decision_ns[k:k1],
+                                (self.lo_ns[k:k1], self.hi_ns[k:k1]), option_type="call")
+            table["decision"] = table["decision"] + k
+            bounds = np.searchsorted(table["decision"], np.arange(k, k1 + 1), side="left")
+            i += 1
+            self._blocks.insert(i, (k, k1, table, bounds))
+            self._block_starts.insert(i, k)
+        k0, _, table, bounds = self._blocks[i]
+        return _rows(table, int(bounds[k - k0]), int(bounds[k - k0 + 1]))
 
     def all_chains(self) -> tuple[ChainTable, np.ndarray]:
         """Every decision's calls in one chain table (one bulk fetch, kept) and the row bounds:
