@@ -22,6 +22,7 @@ from sim.data_source import CHAIN_COLUMNS, chain_table, option_marks_batch
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig
 from tests.conftest import require_shared, shared_data_dir
+from tests.test_files import _write_tardis
 
 DAILY = "deribit_chain_snapshots_2026/derived/daily_calls_first_snapshot_after_0800utc.csv.gz"
 FRIDAYS = "deribit_chain_snapshots_2026/raw_weekly_friday"
@@ -352,3 +353,35 @@ def test_lean_reader_equals_pandas_on_awkward_cells(tmp_path, monkeypatch):
             assert_same_source(lean, _pandas_only(monkeypatch, path))
             if case == "impossible rows":
                 assert lean.dropped_rows == 2 and "column option_type: 'cal'" in lean.first_dropped
+
+
+# ---------------------------------------------------------------------------- Tardis files (sampled to bars)
+
+def _tardis_rows(sym: str, strike: float, expiry_us: int, kind: str, minutes, fwd0: float) -> list[str]:
+    t0 = 1591574400000000  # 2020-06-08 00:00 UTC in µs
+    out = []
+    for k, minute in enumerate(minutes):
+        ts = t0 + minute * 60_000_000
+        bid = "" if k % 4 == 1 else f"{0.01 + 0.001 * k:.4f}"
+        delta = 0.4 - 0.01 * k if kind == "call" else -0.6 + 0.01 * k
+        out.append((ts, f"deribit,{sym},{ts},{ts + 5000},{kind},{strike},{expiry_us},1.0,0.02,{bid},1.0,55.0,"
+                        f"{0.012 + 0.001 * k:.4f},1.0,70.0,{0.011 + 0.001 * k:.4f},{60 + k},SYN.X,{fwd0 + k},"
+                        f"{delta:.3f},0.001,2.2,-50.0,0.2"))
+    return out
+
+
+@pytest.mark.parametrize("timeframe", ["15m", "1h"])
+def test_tardis_files_inverse_and_linear(tmp_path, timeframe):
+    """Tardis updates sampled to bars and carried forward, BTC (inverse) and SOL_USDC (linear; settlement
+    column "linear"), an expiry inside the file's span."""
+    e1, e2 = 1591603200000000, 1591689600000000          # 2020-06-08 08:00, 2020-06-09 08:00 UTC (µs)
+    rows = (_tardis_rows("BTC-8JUN20-9500-C", 9500, e1, "call", [5, 50, 130, 400], 9700.0)
+            + _tardis_rows("BTC-9JUN20-9875-P", 9875, e2, "put", [7, 64, 300, 700, 900], 9710.0)
+            + _tardis_rows("SOL_USDC-9JUN20-20-C", 20, e2, "call", [3, 200, 600, 1000], 19.5))
+    rows.sort(key=lambda r: r[0])
+    source = ChainFileSource(_write_tardis(tmp_path / "OPTIONS.csv.gz", [r[1] for r in rows]), timeframe=timeframe)
+    for underlying in ("BTC", "SOL"):
+        assert check_chain_tables(source, underlying, seed=9, n_random=80) > 0
+        check_marks(source, underlying, seed=10, n_names=5, timeframes=("15m", "1h", "4h"))
+    sol = source.get_chain_table("SOL", np.array([1591574400000000000 + 5 * HOUR]), np.array([0]), np.array([2**62]))
+    assert sol["settlement"].tolist() == ["linear"] and sol["instrument_name"].tolist() == ["SOL_USDC-9JUN20-20-C"]
