@@ -1,8 +1,13 @@
 """Option chains, spot and settlement prices from CSV files: :class:`ChainFileSource`.
 
 This module and the rest of ``data_cache`` are the only places with I/O. Files are read once, in
-the constructor, with vectorized pandas. After loading, a chain lookup is a binary search on the
-snapshot times plus a slice.
+the constructor, into numpy columns (Deribit snapshot files with pyarrow's CSV reader: only the
+columns used, text as categoricals; any file it would read differently from ``pandas.read_csv``,
+and the other layouts, with pandas). After loading, a chain lookup is a binary search on the
+snapshot times plus a slice, and the optional bulk methods of :mod:`sim.data_source`
+(``get_chain_table``, ``get_option_marks``, ``get_option_marks_batch``) answer many lookups with
+array gathers, row for row and value for value what ``list_option_chain`` and ``get_option_ohlc``
+give.
 
 Files (plain CSV or ``.gz``, UTF-8 with or without a byte-order mark): a path that is not a regular
 file (a directory given as a spot or settlement file, a FIFO, a device such as ``/dev/zero``) or
