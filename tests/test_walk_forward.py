@@ -3,6 +3,7 @@ no cell trades, every number equal to a direct run of its window."""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 
@@ -12,6 +13,7 @@ import pytest
 
 from data_cache.demo import DemoMarket
 from sim.metrics import METRIC_KEYS
+from sim.parallel import RestartablePool
 from sim.sweep import (
     NO_TRADE_REASON,
     best_cell,
@@ -162,6 +164,26 @@ def test_no_look_ahead_prices_after_a_training_window_do_not_change_its_choice(r
     assert same_metrics(w.in_sample, first.in_sample)
     pd.testing.assert_frame_equal(w.train_grid, first.train_grid)
     # The change reached the test window: the same cell earns something else there.
+    assert w.out_of_sample["total_return_pct"] != first.out_of_sample["total_return_pct"]
+
+
+def test_no_look_ahead_when_windows_and_cells_run_on_worker_processes(result):
+    """Split by window and by cell over two processes, each window's choice still sees only its own
+    training window: the same choice with every price after it changed, and the same run as here."""
+    first = result.windows[0]
+    with RestartablePool(2) as pool:
+        same = walk_forward(DemoMarket(), BASE, DELTAS, DTES, TRAIN, TEST, "excess_return_pct", executor=pool,
+                            source_factory=functools.partial(DemoMarket, seed=0), chunks=3)
+        changed = walk_forward(DemoMarket(), BASE, DELTAS, DTES, TRAIN, TEST, "excess_return_pct", executor=pool,
+                               source_factory=functools.partial(ChangedAfter, first.train_end))
+    for a, b in zip(same.windows, result.windows, strict=True):
+        assert (a.target_delta, a.target_dte, a.value) == (b.target_delta, b.target_dte, b.value)
+        assert same_metrics(a.out_of_sample, b.out_of_sample)
+        pd.testing.assert_frame_equal(a.train_grid, b.train_grid, check_exact=True)
+    assert same_metrics(same.oos_metrics, result.oos_metrics)
+    w = changed.windows[0]
+    assert (w.target_delta, w.target_dte, w.value) == (first.target_delta, first.target_dte, first.value)
+    pd.testing.assert_frame_equal(w.train_grid, first.train_grid, check_exact=True)
     assert w.out_of_sample["total_return_pct"] != first.out_of_sample["total_return_pct"]
 
 
