@@ -321,3 +321,24 @@ def test_progress_goes_to_stderr_on_a_terminal_and_json_stays_clean(command, mon
     assert code == 0, captured.err
     json.loads(captured.out)
     assert "100%" in captured.err
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+def test_two_worker_processes_print_the_same_as_one(tmp_path, capsys):
+    """--workers 2 splits the cells, windows and months over two processes: the same JSON and parts."""
+    for command, extra in [("sweep", [*GRID, "--metric", "sharpe"]), ("walk-forward", [*GRID, *WINDOWS])]:
+        outs = []
+        for workers in ("1", "2"):
+            code, out, err = run([command, *RANGE, *extra, "--workers", workers, "--json", "-"], capsys)
+            assert code == 0, err
+            outs.append(json.loads(out))
+        assert outs[0] == outs[1], command
+    folders = [tmp_path / "one.parquet", tmp_path / "two.parquet"]
+    for folder, workers in zip(folders, ("1", "2"), strict=True):
+        code, out, err = run(["samples", *RANGE, "--out", str(folder), "--workers", workers], capsys)
+        assert code == 0, err
+    parts = sorted(p.name for p in folders[0].glob("part-*.parquet"))
+    assert len(parts) == 4 and parts == sorted(p.name for p in folders[1].glob("part-*.parquet"))
+    for name in parts:
+        assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes()
