@@ -12,6 +12,11 @@ holds parts of the same config and source skips those months and writes the othe
 temporary file of a killed run is removed. A folder of another config or source is refused
 (exit 2), so parts of two runs never mix and no row is written twice.
 
+With ``--workers N`` (N > 1, the default is one per CPU) or ``--scheduler tcp://HOST:PORT``
+(:mod:`covered_call_lab.executors`) each month still to write is computed by a worker
+(:func:`month_frame`) and this process writes its part as it arrives, the same way, so the parts,
+resuming and the refusal of a mixed folder are as without workers.
+
 On stderr a progress bar (tqdm, when stderr is a terminal); on stdout one summary line: rows,
 months written (and already there), calls skipped because the data cannot settle them, seconds,
 rows per second. Exit status 0; 1 with ``error: ...`` when the data source fails or a part cannot

@@ -5,7 +5,9 @@ Every cell is exactly ``CoveredCallSimulator(source, replace(base, target_delta=
 .simulate_policy(policy)``: the sweep changes nothing in the simulation, it only puts a memo in
 front of the data source so that each decision time's option chain is fetched once (for the union
 of all cells' DTE bands) and each option's bars, each settlement price and each spot range once
-for the whole grid. Pure: no I/O of its own, progress reaches the caller as a callback.
+for the whole grid. Pure: no I/O of its own, progress reaches the caller as a callback. The cells
+(and a walk-forward's windows) run in chunks, in this process or on a ``concurrent.futures``
+executor (:mod:`sim.parallel`: local processes, a Dask cluster), with the same numbers either way.
 
 :func:`walk_forward` asks how much of a grid's best cell is luck: it chooses the best cell on each
 training window, trades it on the test window that follows, rolls forward, and stitches the test
