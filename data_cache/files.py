@@ -447,12 +447,15 @@ def _frame(ns, name, prefix, otype, strike, expiry_ns, bid, ask, mark, iv, delta
                          "fwd": fwd, "index": index})
 
 
-_ROW_DTYPES: dict[str, type] = {"ns": np.int64, "name": object, "prefix": object, "otype": object,
+_ROW_DTYPES: dict[str, type] = {"ns": np.int64, "name": object, "name_code": np.int32, "prefix": object,
+                                "otype": object,
                                 "strike": np.float64, "expiry": np.int64, "bid": np.float64, "ask": np.float64,
                                 "mark": np.float64, "iv": np.float64, "delta": np.float64, "fwd": np.float64,
                                 "index": np.float64}
 Rows = dict[str, np.ndarray]
-"""A file's valid chain rows as columns (the keys of ``_ROW_DTYPES``), one numpy array each."""
+"""A file's valid chain rows as columns (the keys of ``_ROW_DTYPES``), one numpy array each;
+``name_code`` numbers the distinct names (one code per name) so grouping by instrument needs no
+string hashing."""
 
 
 def _rows(keep: np.ndarray | None, **cols) -> Rows:
@@ -467,7 +470,9 @@ def _rows(keep: np.ndarray | None, **cols) -> Rows:
 
 
 def _rows_of_frame(frame: pd.DataFrame) -> Rows:
-    return {name: frame[name].to_numpy(dtype=dtype) for name, dtype in _ROW_DTYPES.items()}
+    rows = {name: frame[name].to_numpy(dtype=dtype) for name, dtype in _ROW_DTYPES.items() if name != "name_code"}
+    rows["name_code"] = pd.factorize(rows["name"])[0].astype(np.int32)
+    return {name: rows[name] for name in _ROW_DTYPES}
 
 
 _PANDAS_NA = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
@@ -562,7 +567,9 @@ def _load_deribit(path: Path) -> tuple[Rows, _FileLoad]:
     _check_unique(path, kept(ns), kept(names), lines, "instrument_name", None if codes is None else kept(codes))
     _check_iv_unit(path, kept(iv), "implied_volatility", percent=False, lines=lines)
     prefix = _prefix(raw_names if codes is not None else raw_names.astype(str))
-    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, prefix=prefix, otype=otype, strike=strike,
+    name_code = codes if codes is not None else pd.factorize(names)[0]
+    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, name_code=name_code, prefix=prefix,
+                 otype=otype, strike=strike,
                  expiry=expiry, bid=bid, ask=ask, mark=mark, iv=iv, delta=delta, fwd=fwd, index=index)
     return rows, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
@@ -592,7 +599,8 @@ def _load_optionsdx(path: Path) -> tuple[Rows, _FileLoad]:
     _check_sorted(path, kept(ns), "QUOTE_UNIXTIME", lines)
     _check_unique(path, kept(ns), kept(names), lines, "INSTRUMENT_NAME")
     _check_iv_unit(path, kept(iv) * 100.0, "MARK_IV", percent=True, lines=lines)
-    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, prefix=_prefix(pd.Series(names)), otype=otype,
+    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, name_code=pd.factorize(names)[0],
+                 prefix=_prefix(pd.Series(names)), otype=otype,
                  strike=strike, expiry=expiry, bid=bid, ask=ask, mark=np.nan, iv=iv, delta=delta, fwd=fwd,
                  index=np.nan)
     from sim.pricing import inverse_price_coin  # here: scipy loads only for the one layout without marks
@@ -841,7 +849,7 @@ class _Group:
             np.empty(0, dtype=np.int64)
         self.snap_ns = self.ns[self.snap_start]
         self.snap_end = np.append(self.snap_start[1:], len(self.ns))
-        self.name, self.otype = rows["name"], rows["otype"]
+        self.name, self.otype, self._name_code = rows["name"], rows["otype"], rows["name_code"]
         self.strike, self.expiry = rows["strike"], rows["expiry"]
         self.bid, self.ask, self.mark = rows["bid"], rows["ask"], rows["mark"]
         self.iv, self.delta, self.fwd, self.index = rows["iv"], rows["delta"], rows["fwd"], rows["index"]
@@ -855,9 +863,14 @@ class _Group:
 
     @functools.cached_property
     def _by_name(self) -> tuple[dict[str, tuple[int, int]], np.ndarray]:
-        codes, names = pd.factorize(self.name)
-        order = np.argsort(codes, kind="stable")         # rows of one instrument, in time order
-        bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+        # instruments numbered by first row in the group, each one's rows in time order (integer sorts only)
+        uniq, first = np.unique(self._name_code, return_index=True)
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+        codes = rank[np.searchsorted(uniq, self._name_code)]
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+        names = self.name[np.sort(first)].tolist()
         return {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}, order
 
     @property
@@ -908,6 +921,7 @@ def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
         rows = {name: np.concatenate([p[name] for p in parts]) for name in _ROW_DTYPES}
         parts.clear()
         codes = pd.factorize(rows["name"])[0]
+        rows["name_code"] = codes.astype(np.int32)           # one numbering across the files
         dup = pd.DataFrame({"ns": rows["ns"], "name": codes}).duplicated().to_numpy()
         if dup.any():
             i = int(np.argmax(dup))
@@ -915,9 +929,11 @@ def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
                                  f"{rows['name'][i]} at {pd.Timestamp(int(rows['ns'][i]), tz='UTC')}; "
                                  "expected each snapshot in one file only")
     prefix_code, prefixes = pd.factorize(rows["prefix"], sort=True)
-    otype_code = pd.factorize(rows["otype"], sort=True)[0]
-    order = np.lexsort((otype_code, rows["strike"], rows["expiry"], rows["ns"], prefix_code))
-    if not (np.diff(order) == 1).all():   # already in order (a single daily file nearly is): no copies
+    prefix_code = prefix_code.astype(np.int16 if len(prefixes) < 2**15 else np.int64)
+    is_put = rows["otype"] == "put"          # valid rows are "call" or "put": call first
+    order = np.lexsort((is_put, rows["strike"], rows["expiry"], rows["ns"], prefix_code))
+    del is_put
+    if not (order[1:] > order[:-1]).all():   # a permutation in increasing order is the identity: no copies
         for name in _ROW_DTYPES:
             rows[name] = rows[name][order]
         prefix_code = prefix_code[order]
