@@ -1020,6 +1020,8 @@ class ChainFileSource:
             loads.append(load)
         _release_freed_memory()
         self.groups: dict[str, _Group] = _groups(frames, paths)
+        del frames
+        _release_freed_memory()             # the unsorted columns and the sort's scratch
         self._expiry_ts: dict[int, pd.Timestamp] = {}
         self.paths = paths
         self.timeframe = timeframe
