@@ -578,8 +578,9 @@ class DemoMarket:
         :meth:`get_settlement_price` from the expiry on) ``closes[offsets[i]:offsets[i + 1]]``.
         ``start_ns``, ``end_ns``: int64 ns UTC; a range running past the data is clipped to its end
         and a bad item raises the ``ValueError`` :meth:`get_option_marks` raises (the first one's).
-        All items' bars are priced as arrays together: per coin, the spot and GARCH vol once per bar
-        instant, the forward, ATM vol and time to expiry once per (expiry, instant).
+        All items' bars are priced as arrays together: per coin, the spot, GARCH vol and basis once
+        per bar instant, the forward, ATM vol and time to expiry once per (expiry, instant), and the
+        mark once per (option, instant), however many items' ranges overlap there.
         """
         names = list(instrument_names)
         start_ns, end_ns = (np.asarray(a, dtype=np.int64).reshape(-1) for a in (start_ns, end_ns))
