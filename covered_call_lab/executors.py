@@ -1,7 +1,7 @@
 """Where ``sweep``, ``walk-forward`` and ``samples`` run their chunks: local worker processes, this
 process, or a Dask cluster (``dask.distributed``).
 
-- default: local worker processes, one per CPU (:func:`os.cpu_count`); ``--workers N`` picks N,
+- default: local worker processes, one per CPU (:func:`cpu_count`); ``--workers N`` picks N,
   and ``--workers 1`` runs everything in this process, with no pool;
 - ``--scheduler tcp://HOST:PORT``, or the environment variable ``DASK_SCHEDULER_ADDRESS`` when
   neither flag is given: the workers of the Dask scheduler at that address.
@@ -100,11 +100,6 @@ class ExecutorChoice:
     scheduler: str | None = None
     origin: str = "--scheduler"
 
-    def describe(self) -> str:
-        if self.scheduler:
-            return f"Dask scheduler {self.scheduler}"
-        return "this process" if self.workers == 1 else f"{self.workers} local worker processes"
-
 
 def choice_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ExecutorChoice:
     """The executor the flags ask for: ``--scheduler``, else ``--workers``, else
@@ -126,7 +121,15 @@ def choice_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
             raise UsageError(f"{SCHEDULER_ENV}: {one_line(env)[:100]!r} {problem}; allowed: {SCHEDULER_ALLOWED} "
                              "(or unset it to run locally)")
         return ExecutorChoice(scheduler=env, origin=SCHEDULER_ENV)
-    return ExecutorChoice(workers=max(1, min(os.cpu_count() or 1, MAX_WORKERS)))
+    return ExecutorChoice(workers=max(1, min(cpu_count(), MAX_WORKERS)))
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity where the system says, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class SchedulerUnreachable(Exception):

@@ -278,7 +278,7 @@ def test_choice_of_executor_from_flags_and_environment():
         workers = None
 
     a = Args()
-    assert executors.choice_from_args(a, {}).workers == max(1, os.cpu_count() or 1)
+    assert executors.choice_from_args(a, {}).workers == executors.cpu_count() >= 1
     assert executors.choice_from_args(a, {"DASK_SCHEDULER_ADDRESS": "tcp://h:1"}) == \
         executors.ExecutorChoice(scheduler="tcp://h:1", origin="DASK_SCHEDULER_ADDRESS")
     a.workers = 3    # an explicit --workers runs locally, whatever the environment says
