@@ -179,6 +179,20 @@ def test_strike_step_and_grid_arrays_equal_the_scalar_functions():
         assert strikes[cuts[r]:cuts[r + 1]].tolist() == expected.tolist(), r
 
 
+def test_strike_grid_batch_of_round_spots_where_bands_share_an_edge_strike():
+    # spot 1000 with step 50: 2000 = 2 x spot is a multiple of both the central and the upper
+    # wing's step, so it comes twice from the bands; strike_grid's np.unique keeps it once
+    spot = np.array([1000.0, 64000.0, 0.25, 3.0, 150.0, 1000.0, 0.5])
+    q, e = strike_step_array(spot, np.full(len(spot), 0.6), np.full(len(spot), 0.05))
+    lo, hi = spot / 300, spot * 300
+    row, strikes = strike_grid_batch(spot, lo, hi, q, e)
+    cuts = np.searchsorted(row, np.arange(len(spot) + 1))
+    for r in range(len(spot)):
+        expected = strike_grid(float(spot[r]), float(lo[r]), float(hi[r]), (int(q[r]), int(e[r])))
+        assert strikes[cuts[r]:cuts[r + 1]].tolist() == expected.tolist(), r
+    assert 2000.0 in strikes[cuts[0]:cuts[1]].tolist()
+
+
 # ---------------------------------------------------------------------------- mark paths
 
 def per_call(names, start, end, timeframe):
