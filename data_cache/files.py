@@ -492,6 +492,18 @@ def _read_deribit_fast(path: Path) -> dict[str, pd.Series] | None:
         return None
     dictionary = pa.dictionary(pa.int32(), pa.string())
     types = {c: (dictionary if c in _DERIBIT_TEXT else pa.float64()) for c in _DERIBIT_COLS}
+    # Every Arrow buffer of the read and the conversions from malloc (pyarrow's default pool, mimalloc,
+    # keeps freed pages resident): the switch is undone before returning.
+    pool, previous = pa.system_memory_pool(), pa.default_memory_pool()
+    pa.set_memory_pool(pool)
+    try:
+        return _arrow_columns(path, pa, pacsv, types, pool)
+    finally:
+        pa.set_memory_pool(previous)
+        _release_freed_memory()
+
+
+def _arrow_columns(path: Path, pa, pacsv, types: dict, pool) -> dict[str, pd.Series] | None:
     try:
         # Python's gzip reader keeps fewer buffers resident than pyarrow's decompressing stream
         with gzip.open(path, "rb") if path.name.endswith(".gz") else contextlib.nullcontext(str(path)) as stream:
@@ -500,7 +512,7 @@ def _read_deribit_fast(path: Path) -> dict[str, pd.Series] | None:
                 convert_options=pacsv.ConvertOptions(include_columns=list(_DERIBIT_COLS), column_types=types,
                                                      null_values=list(_PANDAS_NA), strings_can_be_null=True,
                                                      quoted_strings_can_be_null=True),
-                memory_pool=pa.system_memory_pool())
+                memory_pool=pool)
     except Exception:  # noqa: BLE001 - any surprise: the pandas reader reports it precisely
         return None
     if table.num_rows == 0:
@@ -508,16 +520,19 @@ def _read_deribit_fast(path: Path) -> dict[str, pd.Series] | None:
     out: dict[str, pd.Series] = {}
     for name in _DERIBIT_COLS:
         column = table.column(name)
+        table = table.drop_columns([name])     # free each column once converted
         if name in _DERIBIT_TEXT:
             out[name] = column.to_pandas()
         else:
-            vals = column.to_numpy()
+            vals = np.empty(len(column))   # numpy's memory, filled block by block (no Arrow-side concatenation)
+            at = 0
+            for chunk in column.chunks:
+                vals[at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)   # null -> NaN
+                at += len(chunk)
             if np.isinf(vals).any():       # pandas may read such a cell differently: let it
                 return None
             out[name] = pd.Series(vals, copy=False)
-        table = table.drop_columns([name])     # free each column once converted
-    del table
-    _release_freed_memory()
+        del column
     return out
 
 
