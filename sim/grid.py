@@ -105,7 +105,8 @@ def ranked_rows(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: Cal
     inside = (to_expiry_ns >= lo) & (to_expiry_ns <= hi)
     rows = base[inside]
     d_dte = np.abs(to_expiry_ns[inside] / 86_400e9 - cfg.target_dte)
-    return rows[np.lexsort((rows, -table["strike"][rows], d_dte, table["decision"][rows]))]
+    # lexsort is stable and ``rows`` ascend: equal keys keep the listed order without a fourth key.
+    return rows[np.lexsort((-table["strike"][rows], d_dte, table["decision"][rows]))]
 
 
 class _Grid:
@@ -127,30 +128,34 @@ class _Grid:
         panel = self.panel
         table, _ = panel.all_chains()
         decision_ns = panel.decision_ns
-        base = np.flatnonzero((table["option_type"] == "call") & (table["bid"] > 0))
         n_dec = len(decision_ns)
-        j_dec = np.searchsorted(panel.ns, decision_ns, side="left")
-        # Per row: the bar instant of its expiry and the decision after it (where a walk resumes).
-        expiry = table["expiry_ns"]
-        j_close_row = np.searchsorted(panel.ns, expiry, side="left")
-        next_k_row = np.searchsorted(decision_ns, expiry, side="left")
-        settle_ok = self._settlements(table, base)
-
+        memo = panel.derived  # shared by every chunk of cells run on this panel
+        if "grid" not in memo:
+            base = np.flatnonzero((table["option_type"] == "call") & (table["bid"] > 0))
+            expiry = table["expiry_ns"]
+            memo["grid"] = dict(
+                base=base, j_dec=np.searchsorted(panel.ns, decision_ns, side="left"),
+                # per row: the bar instant of its expiry and the decision after it (where a walk resumes)
+                j_close_row=np.searchsorted(panel.ns, expiry, side="left"),
+                next_k_row=np.searchsorted(decision_ns, expiry, side="left"),
+                to_expiry=expiry[base] - decision_ns[table["decision"][base]],
+                settle_ok=self._settlements(table), ranked={})
+        g = memo["grid"]
+        base, j_dec, j_close_row, next_k_row, settle_ok = (g[k] for k in ("base", "j_dec", "j_close_row",
+                                                                           "next_k_row", "settle_ok"))
         walks = []
-        to_expiry = table["expiry_ns"][base] - decision_ns[table["decision"][base]]
-        ranked_memo: dict[tuple, np.ndarray] = {}
         for cfg in self.configs:
             key = (cfg.target_dte, cfg.dte_tolerance)
-            if key not in ranked_memo:
-                ranked_memo[key] = ranked_rows(table, base, decision_ns, cfg, to_expiry)
-            sel = select_all(table, base, decision_ns, cfg, ranked_memo[key])
+            if key not in g["ranked"]:
+                g["ranked"][key] = ranked_rows(table, base, decision_ns, cfg, g["to_expiry"])
+            sel = select_all(table, base, decision_ns, cfg, g["ranked"][key])
             walks.append(self._walk(sel, j_dec, j_close_row, next_k_row, settle_ok, n_dec, len(panel.ns)))
 
         rows = np.unique(np.concatenate([w[0] for w in walks])) if walks else np.empty(0, dtype=np.int64)
         legs = self._price(table, rows, j_dec, j_close_row)
         return [self._cell(cfg, rows, legs, walk) for cfg, walk in zip(self.configs, walks, strict=True)]
 
-    def _settlements(self, table: dict, base: np.ndarray):
+    def _settlements(self, table: dict):
         """``ok(row)``: True when the row's expiry can be settled (a positive settlement price),
         asked of the panel once per expiry, only for expiries a walk reaches."""
         import pandas as pd  # the panel's settlement memo takes Timestamps (once per expiry)

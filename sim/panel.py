@@ -70,6 +70,7 @@ class MarketPanel:
     _times: pd.DatetimeIndex | None = field(default=None, repr=False)
     _table: ChainTable | None = field(default=None, repr=False)
     _bounds: np.ndarray | None = field(default=None, repr=False)
+    derived: dict = field(default_factory=dict, repr=False)  # arrays runs on this panel derive once (sim.grid)
     _blocks: list[tuple] = field(default_factory=list, repr=False)      # (k0, k1, table, bounds), by k0
     _block_starts: list[int] = field(default_factory=list, repr=False)
 

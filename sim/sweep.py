@@ -100,6 +100,14 @@ class SharedMarketData:
         self._chains: dict[tuple, dict[pd.Timestamp, list[OptionSnapshot]]] = {}
         self._memo: dict[tuple, object] = {}
 
+    # The panel's bulk methods, forwarded when the source has them (a panel memoizes what they return).
+    _FORWARDED = ("get_chain_table", "get_option_marks", "get_option_marks_batch", "coverage", "underlyings")
+
+    def __getattr__(self, name: str):
+        if name in SharedMarketData._FORWARDED:
+            return getattr(self.source, name)  # AttributeError when the source has none: callers fall back
+        raise AttributeError(name)
+
     def _cached(self, key: tuple, fetch: Callable[[], object]):
         if key not in self._memo:
             self._memo[key] = fetch()
@@ -246,12 +254,13 @@ def _cells_rows(shared, panel: MarketPanel, cells: list[CallSimulationConfig], p
 
 
 def _n_chunks(runner: _Runner, n_cells: int, n_rows: int, chunks: int | None) -> int:
-    """Chunks of a grid: as asked; in process one per delta (a row); in workers two per worker (so a
-    slow chunk is not the last), never more than the cells."""
+    """Chunks of a grid: as asked; in process one per delta (a row, for progress); in workers one per
+    worker (the cells of a chunk share their chains and priced calls, :func:`sim.grid.grid_metrics`,
+    so fewer, larger chunks repeat less work), never more than the cells."""
     if chunks is not None:
         check(isinstance(chunks, int) and chunks >= 1, "chunks", chunks, "a whole number >= 1")
         return min(chunks, n_cells)
-    return min(n_cells, 2 * runner.workers if runner.pooled else n_rows)
+    return min(n_cells, runner.workers if runner.pooled else n_rows)
 
 
 def sweep_delta_dte(
@@ -272,7 +281,7 @@ def sweep_delta_dte(
     :class:`~sim.validation.ConfigError` (a ``ValueError``) naming the field before anything runs.
 
     The cells are cut into ``chunks`` runs of consecutive cells (default: one per delta in this
-    process, two per worker with an executor), each computed by :func:`sim.grid.grid_metrics` on
+    process, one per worker with an executor), each computed by :func:`sim.grid.grid_metrics` on
     one panel covering every cell. With an ``executor`` (a ``concurrent.futures`` executor: local
     processes, :class:`sim.parallel.RestartablePool`, or a Dask client's ``get_executor()``) and a
     picklable ``source_factory`` that builds an equivalent source in a worker (e.g.
@@ -518,8 +527,9 @@ def walk_forward(
     window and by cell: first every (training window, chunk of cells) and the whole-range grid's
     chunks, then, the choices made (each from its own window's rows only), every test window and
     the hindsight best's run over the out-of-sample span. ``chunks`` is the number of cell chunks
-    per training window (default: one per delta in this process; enough to give every worker two
-    tasks otherwise). The result is the same in every mode and for any number of workers.
+    per training window (default: one per delta in this process; otherwise whole windows, or as many
+    chunks per window as it takes to give every worker a task). The result is the same in every mode
+    and for any number of workers.
     """
     deltas, dtes = _check_grid("deltas", deltas), _check_grid("dtes", dtes)
     check_metric(metric)
@@ -528,8 +538,8 @@ def walk_forward(
     windows = walk_forward_windows(base_config, train_days, test_days)
     runner = _Runner(source, [c.target_dte for c in rows_cfg[0]], base_config.dte_tolerance, cells, executor,
                      source_factory)
-    if chunks is None and runner.pooled:   # two tasks per worker over the windows' chunks
-        chunks = max(1, -(-2 * runner.workers // len(windows)))
+    if chunks is None and runner.pooled:   # at least one task per worker, whole windows when there are enough
+        chunks = max(1, -(-runner.workers // len(windows)))
     per_window = chunk(cells, _n_chunks(runner, len(cells), len(rows_cfg), chunks))
     grid_parts = chunk(cells, _n_chunks(runner, len(cells), len(rows_cfg), None))
     train_tasks = [(k, part) for k in range(len(windows)) for part in per_window]
