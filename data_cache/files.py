@@ -316,7 +316,10 @@ class _RowCheck:
     def iso(self, frame: pd.DataFrame, col: str) -> np.ndarray:
         """ISO timestamps (naive = UTC) as int64 ns (0 on flagged rows); parses each distinct value once."""
         raw = frame[col]
-        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        if isinstance(raw.dtype, pd.CategoricalDtype):   # the codes as they are: no full-length copies
+            codes, uniques = raw.cat.codes.to_numpy(), raw.cat.categories
+        else:
+            codes, uniques = pd.factorize(raw, use_na_sentinel=True)
         ns_u = np.zeros(len(uniques), dtype=np.int64)
         ok_u = np.zeros(len(uniques), dtype=bool)
         if len(uniques):
@@ -325,9 +328,17 @@ class _RowCheck:
                 (parsed < pd.Timestamp(_LAST_NS, tz="UTC"))
             ok_u = np.asarray(ok_u, dtype=bool)
             ns_u = parsed.where(ok_u).as_unit("ns").asi8
-        bad = (codes < 0) | ~ok_u[np.maximum(codes, 0)] if len(uniques) else np.ones(len(codes), dtype=bool)
+        if not len(uniques):
+            self.flag(np.ones(len(codes), dtype=bool), col, raw, f"an ISO 8601 UTC timestamp {_TIME_RANGE} "
+                      "(e.g. 2026-01-02T09:18:09Z)")
+            return np.zeros(len(codes), np.int64)
+        ns_u = np.append(ns_u, 0)     # code -1 (an empty cell) picks this 0
+        ok_u = np.append(ok_u, False)
+        bad = ~ok_u[codes]
         self.flag(bad, col, raw, f"an ISO 8601 UTC timestamp {_TIME_RANGE} (e.g. 2026-01-02T09:18:09Z)")
-        return np.where(bad, 0, ns_u[np.maximum(codes, 0)]) if len(uniques) else np.zeros(len(codes), np.int64)
+        ns = ns_u[codes]
+        ns[bad] = 0
+        return ns
 
     def names(self, frame: pd.DataFrame, col: str, strip: bool = False) -> np.ndarray:
         raw = frame[col]
@@ -384,7 +395,7 @@ def _no_valid_row(path: Path, rows: int, first: str | None, layout: str) -> Chai
 
 def _check_sorted(path: Path, ns: np.ndarray, col: str, lines: np.ndarray) -> None:
     if len(ns) > 1:
-        down = np.diff(ns) < 0
+        down = ns[1:] < ns[:-1]
         if down.any():
             i = int(np.argmax(down)) + 1
             raise ChainFileError(f"{path}: line {lines[i]}: column {col}: rows are not sorted by time "
@@ -410,11 +421,12 @@ def _check_unique(path: Path, ns: np.ndarray, names: np.ndarray, lines: np.ndarr
 
 def _check_iv_unit(path: Path, iv: np.ndarray, col: str, percent: bool, lines: np.ndarray) -> None:
     """IV columns are fractions (0.55) or percent (55.0) depending on the layout; catch the wrong one."""
-    finite = iv[np.isfinite(iv) & (iv > 0)]
+    usable = np.isfinite(iv) & (iv > 0)
+    finite = iv if usable.all() else iv[usable]
     if not len(finite):
         return
     med = float(np.median(finite))
-    i = int(np.argmax(np.isfinite(iv) & (iv > 0)))
+    i = int(np.argmax(usable))
     where = f"{path}: column {col} (e.g. line {lines[i]}: {float(iv[i])!r}): median {med:.3g} looks like"
     if percent and med < 3.0:
         raise ChainFileError(f"{where} a fraction; expected implied volatility in percent (55.0 = 55%)")
