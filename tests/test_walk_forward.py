@@ -241,7 +241,10 @@ def test_bad_grid_and_metric_raise_before_anything_runs():
 
 
 class CountingDemo(DemoMarket):
-    """The demo market counting the chains it is asked for, by decision time."""
+    """The demo market counting the chains it is asked for, by decision time; without the bulk chain
+    method, as a source that has none (the sweep's memo forwards a bulk method to the panel)."""
+
+    get_chain_table = None
 
     def __init__(self):
         super().__init__()
