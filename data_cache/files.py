@@ -955,15 +955,21 @@ def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
             raise ChainFileError(f"{', '.join(map(str, paths))}: duplicate row across files: "
                                  f"{rows['name'][i]} at {pd.Timestamp(int(rows['ns'][i]), tz='UTC')}; "
                                  "expected each snapshot in one file only")
-    prefix_code, prefixes = pd.factorize(rows["prefix"], sort=True)
+    prefix_code, prefixes = pd.factorize(rows.pop("prefix"), sort=True)
     prefix_code = prefix_code.astype(np.int16 if len(prefixes) < 2**15 else np.int64)
     is_put = rows["otype"] == "put"          # valid rows are "call" or "put": call first
     order = np.lexsort((is_put, rows["strike"], rows["expiry"], rows["ns"], prefix_code))
-    del is_put
     if not (order[1:] > order[:-1]).all():   # a permutation in increasing order is the identity: no copies
-        for name in _ROW_DTYPES:
+        # the text columns leave as small integers and come back from their distinct values (less to copy)
+        names_u = np.empty(int(rows["name_code"].max()) + 1 if len(order) else 0, dtype=object)
+        names_u[rows["name_code"]] = rows.pop("name")
+        del rows["otype"]
+        for name in list(rows):
             rows[name] = rows[name][order]
+        rows["name"] = names_u[rows["name_code"]]
+        rows["otype"] = np.array(["call", "put"], dtype=object)[is_put[order].view(np.int8)]
         prefix_code = prefix_code[order]
+    del is_put
     index = rows["index"]
     if np.isnan(index).any():  # no index column: the forward of the nearest expiry stands in
         ns = rows["ns"]
