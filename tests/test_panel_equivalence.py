@@ -1,11 +1,17 @@
-"""The panel simulator (sim.simulator) against the frozen pre-panel simulator (tests.legacy_simulator):
-on many short configs every trade field agrees to 1e-12 relative (exactly for strings, times and
-flags), as do the paths, the no-trades, the equity curve and the metrics."""
+"""The columnar simulator (sim.simulator on sim.panel and sim.legs) against the plain reference loop
+(tests.reference_sim) on many short configs: demo and hand-set markets, inverse and linear, roll
+mode, Python policies, data that ends. Every trade's instrument, times, close price and PnL, and
+every point of the equity curve, agree to 1e-11 relative.
+
+Before the pre-panel simulator was removed, the same configs pinned the columnar one to it to
+1e-12 on every trade field, path, no-trade and metric (the commit that removed it says so)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,8 +21,8 @@ from sim.data_source import chain_table, snapshot
 from sim.policies import never_sell, select_in_band, target_delta_policy
 from sim.simulator import CoveredCallSimulator, NoCandidateError, candidate_rows, nearest_rows, select_row
 from sim.types import TRADE_COLUMNS, CallSimulationConfig
-from tests import legacy_simulator
 from tests.fakes import FakeMarket, Quote, utc
+from tests.reference_sim import reference_backtest
 
 DEMO = DemoMarket()
 REL = 1e-12
@@ -53,10 +59,19 @@ def assert_same_result(got, want) -> None:
     assert got.source_label == want.source_label
 
 
-def _both(source, cfg, policy=target_delta_policy):
-    new = CoveredCallSimulator(source, cfg).simulate_policy(policy)
-    old = legacy_simulator.CoveredCallSimulator(source, cfg).simulate_policy(policy)
-    return new, old
+def assert_matches_reference(source, cfg, policy=target_delta_policy) -> None:
+    """The simulator's run equals the reference loop's: trades and the whole equity curve."""
+    got = CoveredCallSimulator(source, cfg).simulate_policy(policy)
+    trades, curve = reference_backtest(source, cfg, None if policy is target_delta_policy else policy)
+    assert [(t.instrument_name, t.open_time, t.close_time) for t in got.trades] == \
+        [(t["instrument_name"], t["open_time"], t["close_time"]) for t in trades]
+    for a, b in zip(got.trades, trades, strict=True):
+        assert math.isclose(a.close_price, b["close_price"], rel_tol=1e-11, abs_tol=1e-15), a.instrument_name
+        assert math.isclose(a.pnl_vs_hodl, b["pnl_vs_hodl"], rel_tol=1e-11, abs_tol=1e-9), a.instrument_name
+        assert math.isclose(a.pnl_coin, b["pnl_coin"], rel_tol=1e-11, abs_tol=1e-12), a.instrument_name
+    assert list(got.equity_curve.index) == list(curve.index)
+    np.testing.assert_allclose(got.equity_curve["equity_usd"], curve["equity_usd"], rtol=1e-11)
+    np.testing.assert_allclose(got.equity_curve["hodl_usd"], curve["hodl_usd"], rtol=1e-12)
 
 
 DEMO_CONFIGS = [
@@ -97,9 +112,8 @@ DEMO_CONFIGS = [
 
 @pytest.mark.parametrize("kw", DEMO_CONFIGS, ids=[f"demo{i}-{k['underlying']}-{k['timeframe']}"
                                                    for i, k in enumerate(DEMO_CONFIGS)])
-def test_policy_run_equals_legacy_on_the_demo(kw):
-    new, old = _both(DEMO, CallSimulationConfig(**kw))
-    assert_same_result(new, old)
+def test_policy_run_equals_the_reference_on_the_demo(kw):
+    assert_matches_reference(DEMO, CallSimulationConfig(**kw))
 
 
 def lenient_policy(state, candidates):
@@ -109,24 +123,30 @@ def lenient_policy(state, candidates):
 
 
 @pytest.mark.parametrize("policy", [never_sell, lenient_policy])
-def test_other_policies_equal_legacy(policy):
+def test_other_policies_equal_the_reference(policy):
     cfg = CallSimulationConfig(underlying="ETH", start="2024-02-01", end="2024-03-01", decision_interval_bars=6)
-    new, old = _both(DEMO, cfg, policy)
-    assert_same_result(new, old)
+    assert_matches_reference(DEMO, cfg, policy)
+    assert_matches_reference(DEMO, replace(cfg, hold_to_expiry=False, decision_interval_bars=48), policy)
 
 
 @pytest.mark.parametrize("t", ["2024-03-01T08:00Z", "2022-11-09T13:00Z", "2030-12-28T00:00Z", "2019-01-01T00:00Z"])
 @pytest.mark.parametrize("underlying", ["BTC", "SOL"])
-def test_single_call_equals_legacy(t, underlying):
-    cfg = CallSimulationConfig(underlying=underlying, start="2019-01-01", end="2019-02-01", target_dte=5)
+def test_single_call_equals_the_reference_run_of_that_one_decision(t, underlying):
+    """The what-if at ``t`` is the one trade of a backtest deciding only at ``t``."""
+    t = pd.Timestamp(t)
+    cfg = CallSimulationConfig(underlying=underlying, start=t, end=t + pd.Timedelta(minutes=59), target_dte=5,
+                               initial_spot_position=2.5 if underlying == "BTC" else 25.0)
+    trades, _ = reference_backtest(DEMO, cfg)
     try:
-        want = legacy_simulator.CoveredCallSimulator(DEMO, cfg).simulate_single_call(t, 1.5)
-    except legacy_simulator.NoCandidateError as exc:
-        with pytest.raises(NoCandidateError) as got:
-            CoveredCallSimulator(DEMO, cfg).simulate_single_call(t, 1.5)
-        assert str(got.value) == str(exc) and got.value.nearest == exc.nearest
+        got = CoveredCallSimulator(DEMO, cfg).simulate_single_call(t)
+    except NoCandidateError:
+        assert trades == []
         return
-    assert_same_trade(CoveredCallSimulator(DEMO, cfg).simulate_single_call(t, 1.5), want)
+    assert len(trades) == 1 and got.instrument_name == trades[0]["instrument_name"]
+    assert got.close_time == trades[0]["close_time"] and got.size == cfg.call_size
+    assert math.isclose(got.pnl_vs_hodl, trades[0]["pnl_vs_hodl"], rel_tol=1e-11, abs_tol=1e-9)
+    assert math.isclose(got.pnl_coin, trades[0]["pnl_coin"], rel_tol=1e-11, abs_tol=1e-12)
+    assert got.path.index[-1] == got.close_time and got.path.index[0] == t
 
 
 # ------------------------------------------------------------------ hand-set markets
@@ -179,15 +199,12 @@ FAKE_CASES = {
 
 
 @pytest.mark.parametrize("name", list(FAKE_CASES))
-def test_policy_run_equals_legacy_on_hand_set_markets(name):
+def test_policy_run_equals_the_reference_on_hand_set_markets(name):
     market_kw, cfg_kw = FAKE_CASES[name]
     base = dict(underlying="BTC", start=OPEN, end=OPEN + pd.Timedelta(hours=1), timeframe="1h",
                 decision_interval_bars=1, target_dte=7, dte_tolerance=1, target_delta=0.25, delta_tolerance=0.05)
     base.update(cfg_kw)
-    cfg = CallSimulationConfig(**base)
-    new = CoveredCallSimulator(_fake(**market_kw), cfg).simulate_policy()
-    old = legacy_simulator.CoveredCallSimulator(_fake(**market_kw), cfg).simulate_policy()
-    assert_same_result(new, old)
+    assert_matches_reference(_fake(**market_kw), CallSimulationConfig(**base))
 
 
 @pytest.mark.parametrize("dte,tol,delta,dtol", [(5, 3, 0.25, 0.08), (1, 0.5, 0.4, 0.0), (14, 7, 0.1, 0.3)])
