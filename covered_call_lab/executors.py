@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor, Future
@@ -177,11 +178,19 @@ def open_executor(choice: ExecutorChoice) -> Iterator[Executor | None]:
     if choice.scheduler:
         client = connect(choice.scheduler, choice.origin)
         executor = DaskExecutor(client)
+        # Futures cancelled when a run stops early (an error, a lost worker) make tornado log a
+        # traceback per future; the run's own one-line error says what happened.
+        quiet = logging.getLogger("tornado.application")
+        level = quiet.level
         try:
             yield executor
         finally:
-            executor.shutdown(wait=False)
-            client.close()
+            quiet.setLevel(logging.CRITICAL)
+            try:
+                executor.shutdown(wait=False)
+                client.close()
+            finally:
+                quiet.setLevel(level)
         return
     if choice.workers <= 1:
         yield None

@@ -203,19 +203,25 @@ def iter_chunks(tasks: Sequence[Task], executor: Executor | None = None, *,
             restarts += 1
             restart = getattr(executor, "restart", None)
             if restart is None or restarts > max_restarts:
-                raise WorkerLostError(_lost_message(pending, len(tasks), restarts)) from exc
+                raise WorkerLostError(_lost_message(f"worker processes died {restarts} times", pending,
+                                                    len(tasks))) from exc
             restart()
         except _lost(executor) as exc:
-            raise WorkerLostError(f"{_lost_message(pending, len(tasks), restarts + 1)} ({exc})") from exc
+            raise WorkerLostError(_lost_message(f"the cluster's workers kept dying ({one_line(exc)})", pending,
+                                                len(tasks))) from exc
         finally:
             for future in futures:
                 future.cancel()
 
 
-def _lost_message(pending: set[int], total: int, times: int) -> str:
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _lost_message(what: str, pending: set[int], total: int) -> str:
     shown = ", ".join(str(i) for i in sorted(pending)[:10]) + (", ..." if len(pending) > 10 else "")
-    return (f"a worker process died while computing (pool lost {times} times); {len(pending)} of {total} "
-            f"chunks not computed (chunks {shown})")
+    return f"{len(pending)} of {total} chunks not computed (chunks {shown}): {what}"
 
 
 def run_chunks(tasks: Sequence[Task], executor: Executor | None = None, *,

@@ -185,7 +185,8 @@ def test_run_chunks_recomputes_only_the_chunks_of_a_dead_local_worker(tmp_path):
 def test_workers_that_keep_dying_give_one_clear_error():
     pool = RestartablePool(1)
     try:
-        with pytest.raises(WorkerLostError, match=r"pool lost 2 times\); 1 of 2 chunks not computed \(chunks 1\)"):
+        with pytest.raises(WorkerLostError,
+                           match=r"^1 of 2 chunks not computed \(chunks 1\): worker processes died 2 times$"):
             run_chunks([functools.partial(abs, -1), _always_die], pool, max_restarts=1)
     finally:
         pool.shutdown()
@@ -225,6 +226,24 @@ def test_a_killed_dask_worker_loses_no_row(tmp_path, clean_sweep, cluster, dask_
     pd.testing.assert_frame_equal(frame, clean_sweep, check_exact=True)
     dead = int(marker.read_text())
     assert dead not in {w.process.pid for w in cluster.workers.values() if w.process}  # a new one took its place
+
+
+def test_a_task_whose_dask_workers_keep_dying_is_one_clear_error():
+    """Past the scheduler's allowed failures (0 here) Dask gives up on the task (KilledWorker): one
+    WorkerLostError naming the chunks not computed (the other one too when its result had not
+    arrived yet: nothing is returned then)."""
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None, silence_logs=50) as lc:
+        client = executors.connect(lc.scheduler_address, timeout=20)
+        try:
+            with pytest.raises(WorkerLostError, match=r"^[12] of 2 chunks not computed \((chunks 1|chunks 0, 1)\): "
+                                                      r"the cluster's workers kept dying \(Attempted to run task"):
+                run_chunks([functools.partial(abs, -1), _always_die], executors.DaskExecutor(client))
+        finally:
+            client.close()
 
 
 # ---------------------------------------------------------------------------- the command line
