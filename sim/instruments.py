@@ -13,6 +13,7 @@ Settlement styles:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -139,6 +140,7 @@ def parse_instrument_name(name: str) -> ParsedInstrument:
 ExpiryKind = Literal["daily", "weekly", "monthly", "quarterly"]
 
 
+@functools.lru_cache(maxsize=4096)  # a calendar fact; listing a chain asks it ~10 times per instant
 def _last_friday(year: int, month: int) -> pd.Timestamp:
     last_day = pd.Timestamp(year=year, month=month, day=1, tz="UTC") + pd.offsets.MonthEnd(0)
     back = (last_day.weekday() - 4) % 7
@@ -169,6 +171,13 @@ def listed_expiries(as_of: pd.Timestamp) -> list[pd.Timestamp]:
     first = as_of.normalize() + pd.Timedelta(hours=EXPIRY_HOUR_UTC)
     if first <= as_of:
         first += pd.Timedelta(days=1)
+    return list(_listed_from(first))
+
+
+@functools.lru_cache(maxsize=8192)
+def _listed_from(first: pd.Timestamp) -> tuple[pd.Timestamp, ...]:
+    """The listing at any instant whose next 08:00 UTC is ``first`` (every expiry is at 08:00, so
+    "after the instant" is "at or after ``first``"): memoized, one per day."""
     out: set[pd.Timestamp] = set()
     day = first
     dailies = 0
@@ -180,10 +189,10 @@ def listed_expiries(as_of: pd.Timestamp) -> list[pd.Timestamp]:
     for k in range(4):
         out.add(friday + pd.Timedelta(weeks=k))
     months, quarters = 0, 0
-    y, mth = as_of.year, as_of.month
+    y, mth = first.year, first.month
     while months < 3 or quarters < 4:
         lf = _last_friday(y, mth)
-        if lf > as_of:
+        if lf >= first:
             if months < 3:
                 out.add(lf)
                 months += 1
@@ -193,7 +202,7 @@ def listed_expiries(as_of: pd.Timestamp) -> list[pd.Timestamp]:
         mth += 1
         if mth == 13:
             y, mth = y + 1, 1
-    return sorted(out)
+    return tuple(sorted(out))
 
 
 def to_utc(ts) -> pd.Timestamp:
