@@ -236,7 +236,7 @@ def test_a_task_whose_dask_workers_keep_dying_is_one_clear_error():
     distributed = pytest.importorskip("distributed")
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                     dashboard_address=None, silence_logs=50) as lc:
+                                     dashboard_address=":0", silence_logs=50) as lc:
         client = executors.connect(lc.scheduler_address, timeout=20)
         try:
             with pytest.raises(WorkerLostError, match=r"^[12] of 2 chunks not computed \((chunks 1|chunks 0, 1)\): "
