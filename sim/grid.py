@@ -11,9 +11,9 @@ cells run on columns:
 1. every decision's chain is fetched once, in one bulk call, over the union of the cells' DTE
    bands (:meth:`~sim.panel.MarketPanel.all_chains`);
 2. for each cell, the rule's choice at every decision at once (:func:`select_all`: the call with a
-   bid in the DTE band whose delta is inside the band and nearest the target; ties to the DTE
-   nearest the target, then the higher strike, then the first listed: the order of
-   :func:`sim.simulator.select_row`);
+   bid in the DTE band whose delta is inside the band and nearest the target, a minimum per
+   decision group; exact ties to the DTE nearest the target, then the higher strike, then the
+   first listed: the order of :func:`sim.simulator.select_row`);
 3. a walk over decisions per cell (integers only: sell, skip to the first decision at or after
    the expiry);
 4. every distinct call sold by any cell priced once: mark paths in one batch, accounting by
@@ -28,6 +28,7 @@ on the shared panel.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,48 +66,68 @@ def grid_metrics(source, configs: Sequence[CallSimulationConfig], policy: Policy
     return _Grid(panel, configs).metrics()
 
 
-def select_all(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSimulationConfig,
-               ranked: np.ndarray | None = None) -> np.ndarray:
-    """The rule's row at every decision (``-1`` where no call is in both bands): int64 ``(d,)``.
+@dataclass
+class Band:
+    """The calls with a bid in one DTE band, in table order (so grouped by decision), with the
+    columns the rule reads: what every cell of that DTE target shares."""
 
-    ``table`` holds every decision's calls (``decision`` column: the decision index), ``base`` the
-    rows with a bid; ``ranked`` (optional, shared by the cells of one DTE target) is
-    :func:`ranked_rows` for ``cfg``'s DTE band. Among a decision's rows inside the delta band the
-    smallest ``|delta - target|`` wins; ties go to the first in ``ranked`` order (DTE nearest the
-    target, then the higher strike, then the first listed), as :func:`sim.simulator.select_row`.
-    """
-    if ranked is None:
-        ranked = ranked_rows(table, base, decision_ns, cfg)
-    out = np.full(len(decision_ns), -1, dtype=np.int64)
-    d_delta = np.abs(table["delta"][ranked] - cfg.target_delta)
-    inside = d_delta <= cfg.delta_tolerance + 1e-12
-    r, dd = ranked[inside], d_delta[inside]
-    if len(r) == 0:
-        return out
-    dec = table["decision"][r]
-    starts = np.flatnonzero(np.concatenate([[True], dec[1:] != dec[:-1]]))
-    counts = np.diff(np.append(starts, len(r)))
-    best = dd == np.repeat(np.minimum.reduceat(dd, starts), counts)
-    pos = np.flatnonzero(best)
-    first = pos[np.concatenate([[True], dec[pos[1:]] != dec[pos[:-1]]])]
-    out[dec[first]] = r[first]
-    return out
+    rows: np.ndarray        # int64 table rows, ascending
+    delta: np.ndarray
+    d_dte: np.ndarray       # |DTE - target_dte|, days
+    strike: np.ndarray
+    starts: np.ndarray      # first position of each decision's group in ``rows``
+    group_dec: np.ndarray   # the decision of each group
 
 
-def ranked_rows(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSimulationConfig,
-                to_expiry_ns: np.ndarray | None = None) -> np.ndarray:
-    """Rows of ``base`` in ``cfg``'s DTE band, grouped by decision and, inside a decision, in the
-    rule's tie order: DTE nearest ``target_dte``, then the higher strike, then the first listed.
+def band_of(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSimulationConfig,
+            to_expiry_ns: np.ndarray | None = None) -> Band:
+    """The :class:`Band` of ``cfg``'s DTE band: rows of ``base`` (calls with a bid) whose expiry
+    lies in ``[t + lo, t + hi]`` (:func:`sim.schedule.band_ns`, integer ns, both edges included).
     ``to_expiry_ns`` (optional, shared): each base row's expiry minus its decision instant (ns)."""
     if to_expiry_ns is None:
         to_expiry_ns = table["expiry_ns"][base] - decision_ns[table["decision"][base]]
-    # The band is [t + lo, t + hi] in integer ns (sim.schedule.band_ns): the same test on e - t.
     lo, hi = (int(x) for x in schedule.band_ns(np.int64(0), cfg.target_dte, cfg.dte_tolerance))
     inside = (to_expiry_ns >= lo) & (to_expiry_ns <= hi)
     rows = base[inside]
-    d_dte = np.abs(to_expiry_ns[inside] / 86_400e9 - cfg.target_dte)
-    # lexsort is stable and ``rows`` ascend: equal keys keep the listed order without a fourth key.
-    return rows[np.lexsort((-table["strike"][rows], d_dte, table["decision"][rows]))]
+    dec = table["decision"][rows]
+    starts = np.flatnonzero(np.concatenate([[True], dec[1:] != dec[:-1]])) if len(rows) else np.empty(0, np.int64)
+    return Band(rows=rows, delta=table["delta"][rows], d_dte=np.abs(to_expiry_ns[inside] / 86_400e9 - cfg.target_dte),
+                strike=table["strike"][rows], starts=starts, group_dec=dec[starts])
+
+
+def select_all(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSimulationConfig,
+               band: Band | None = None) -> np.ndarray:
+    """The rule's row at every decision (``-1`` where no call is in both bands): int64 ``(d,)``.
+
+    ``table`` holds every decision's calls (``decision`` column: the decision index), ``base`` the
+    rows with a bid; ``band`` (optional, shared by the cells of one DTE target) is :func:`band_of`.
+    Among a decision's calls inside the delta band the smallest ``|delta - target|`` wins; ties go
+    to the DTE nearest the target, then the higher strike, then the first listed
+    (:func:`sim.simulator.select_row`).
+    """
+    if band is None:
+        band = band_of(table, base, decision_ns, cfg)
+    out = np.full(len(decision_ns), -1, dtype=np.int64)
+    if len(band.rows) == 0:
+        return out
+    d_delta = np.abs(band.delta - cfg.target_delta)
+    inside = d_delta <= cfg.delta_tolerance + 1e-12
+    key = np.where(inside, d_delta, np.inf)
+    best_per_group = np.minimum.reduceat(key, band.starts)
+    sizes = np.diff(np.append(band.starts, len(key)))
+    best = inside & (key == np.repeat(best_per_group, sizes))
+    count = np.add.reduceat(best, band.starts)
+    pos = np.flatnonzero(best)
+    group = np.repeat(np.arange(len(band.starts)), sizes)[pos]
+    single = count[group] == 1
+    out[band.group_dec[group[single]]] = band.rows[pos[single]]
+    tied = pos[~single]
+    if len(tied):  # exact ties in |delta - target| (rare): the rest of the rule's order decides
+        g = group[~single]
+        order = np.lexsort((band.rows[tied], -band.strike[tied], band.d_dte[tied], g))
+        first = order[np.concatenate([[True], g[order[1:]] != g[order[:-1]]])]
+        out[band.group_dec[g[first]]] = band.rows[tied[first]]
+    return out
 
 
 class _Grid:
@@ -139,16 +160,16 @@ class _Grid:
                 j_close_row=np.searchsorted(panel.ns, expiry, side="left"),
                 next_k_row=np.searchsorted(decision_ns, expiry, side="left"),
                 to_expiry=expiry[base] - decision_ns[table["decision"][base]],
-                settle_ok=self._settlements(table), ranked={})
+                settle_ok=self._settlements(table), bands={})
         g = memo["grid"]
         base, j_dec, j_close_row, next_k_row, settle_ok = (g[k] for k in ("base", "j_dec", "j_close_row",
                                                                            "next_k_row", "settle_ok"))
         walks = []
         for cfg in self.configs:
             key = (cfg.target_dte, cfg.dte_tolerance)
-            if key not in g["ranked"]:
-                g["ranked"][key] = ranked_rows(table, base, decision_ns, cfg, g["to_expiry"])
-            sel = select_all(table, base, decision_ns, cfg, g["ranked"][key])
+            if key not in g["bands"]:
+                g["bands"][key] = band_of(table, base, decision_ns, cfg, g["to_expiry"])
+            sel = select_all(table, base, decision_ns, cfg, g["bands"][key])
             walks.append(self._walk(sel, j_dec, j_close_row, next_k_row, settle_ok, n_dec, len(panel.ns)))
 
         rows = np.unique(np.concatenate([w[0] for w in walks])) if walks else np.empty(0, dtype=np.int64)

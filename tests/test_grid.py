@@ -124,3 +124,29 @@ def test_a_panel_for_other_decisions_or_narrower_bands_is_refused():
         grid.grid_metrics(DEMO, [replace(cfg, target_dte=14)], panel=panel)
     with pytest.raises(ValueError, match="decision times"):
         grid.grid_metrics(DEMO, [replace(cfg, decision_interval_bars=12)], panel=panel)
+
+
+def test_exact_delta_ties_go_to_the_nearer_dte_then_the_higher_strike_then_the_first_listed():
+    """Calls with the same delta: the choice is select_in_band's (nearer DTE, higher strike, first)."""
+    from tests.fakes import FakeMarket, Quote
+
+    week = OPEN + pd.Timedelta(days=7)
+    quotes = [Quote(strike=k, expiry=e, bid=0.001, ask=0.0012, mark=0.0011, delta=0.25)
+              for e in (week - pd.Timedelta(days=1), week, week + pd.Timedelta(days=1)) for k in (70_000.0, 72_000.0)]
+    quotes.append(Quote(strike=71_000.0, expiry=week + pd.Timedelta(days=1), bid=0.001, ask=None, mark=0.0011,
+                        delta=0.2501))
+    market = FakeMarket(underlying="BTC", settlement="inverse", quotes=quotes,
+                        spot_points=[(OPEN, 60_000.0), (week + pd.Timedelta(days=5), 61_000.0)])
+    for dte in (6.2, 7.0, 7.8):
+        cfg = CallSimulationConfig(underlying="BTC", start=OPEN, end=OPEN + pd.Timedelta(hours=3),
+                                   decision_interval_bars=1, target_dte=dte, dte_tolerance=1.5,
+                                   target_delta=0.25, delta_tolerance=0.05)
+        panel = grid.panel_for(market, [cfg])
+        table, bounds = panel.all_chains()
+        base = np.flatnonzero((table["option_type"] == "call") & (table["bid"] > 0))
+        chosen = grid.select_all(table, base, panel.decision_ns, cfg)
+        for k in range(len(panel.decision_ns)):
+            calls = [snapshot(table, r, "BTC") for r in range(int(bounds[k]), int(bounds[k + 1]))]
+            want = select_in_band(calls, dte, 1.5, 0.25, 0.05)
+            assert want is not None and snapshot(table, int(chosen[k]), "BTC") == want
+        check_grid(market, [cfg, replace(cfg, target_delta=0.2501)])
