@@ -28,6 +28,7 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_research.py
 	$(PY) benchmarks/bench_files.py
 	$(PY) benchmarks/bench_dashboard.py
 
