@@ -288,6 +288,10 @@ _NEAR = 1e-12  # closer than this to a decade or a tie: ask the scalar function,
 
 
 def _pow10(e: np.ndarray) -> np.ndarray:
+    """``10.0**e`` for an int array ``e``, as Python computes it (a table lookup inside +-40)."""
+    e = np.asarray(e, dtype=np.int64)
+    if e.size and (e.min() < _POW10_MIN or e.max() >= _POW10_MIN + len(_POW10)):
+        return np.array([10.0**k for k in e.ravel().tolist()]).reshape(e.shape)
     return _POW10[e - _POW10_MIN]
 
 
