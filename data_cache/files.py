@@ -459,8 +459,7 @@ def _frame(ns, name, prefix, otype, strike, expiry_ns, bid, ask, mark, iv, delta
                          "fwd": fwd, "index": index})
 
 
-_ROW_DTYPES: dict[str, type] = {"ns": np.int64, "name": object, "name_code": np.int32, "prefix": object,
-                                "otype": object,
+_ROW_DTYPES: dict[str, type] = {"ns": np.int64, "name": object, "name_code": np.int32, "otype": object,
                                 "strike": np.float64, "expiry": np.int64, "bid": np.float64, "ask": np.float64,
                                 "mark": np.float64, "iv": np.float64, "delta": np.float64, "fwd": np.float64,
                                 "index": np.float64}
@@ -545,6 +544,7 @@ def _arrow_columns(path: Path, pa, pacsv, types: dict, pool) -> dict[str, pd.Ser
                 return None
             out[name] = pd.Series(vals, copy=False)
         del column
+        _release_freed_memory()            # the column's Arrow blocks, before the next column's copy
     return out
 
 
@@ -593,10 +593,9 @@ def _load_deribit(path: Path) -> tuple[Rows, _FileLoad]:
     _check_sorted(path, kept(ns), "timestamp", lines)
     _check_unique(path, kept(ns), kept(names), lines, "instrument_name", None if codes is None else kept(codes))
     _check_iv_unit(path, kept(iv), "implied_volatility", percent=False, lines=lines)
-    prefix = _prefix(raw_names if codes is not None else raw_names.astype(str))
     name_code = codes if codes is not None else pd.factorize(names)[0]
-    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, name_code=name_code, prefix=prefix,
-                 otype=otype, strike=strike,
+    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, name_code=name_code, otype=otype,
+                 strike=strike,
                  expiry=expiry, bid=bid, ask=ask, mark=mark, iv=iv, delta=delta, fwd=fwd, index=index)
     return rows, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
@@ -627,8 +626,7 @@ def _load_optionsdx(path: Path) -> tuple[Rows, _FileLoad]:
     _check_unique(path, kept(ns), kept(names), lines, "INSTRUMENT_NAME")
     _check_iv_unit(path, kept(iv) * 100.0, "MARK_IV", percent=True, lines=lines)
     rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, name_code=pd.factorize(names)[0],
-                 prefix=_prefix(pd.Series(names)), otype=otype,
-                 strike=strike, expiry=expiry, bid=bid, ask=ask, mark=np.nan, iv=iv, delta=delta, fwd=fwd,
+                 otype=otype, strike=strike, expiry=expiry, bid=bid, ask=ask, mark=np.nan, iv=iv, delta=delta, fwd=fwd,
                  index=np.nan)
     from sim.pricing import inverse_price_coin  # here: scipy loads only for the one layout without marks
 
@@ -867,16 +865,21 @@ def _ohlc_frame(points: np.ndarray, o, h, lo, c, keep: np.ndarray, volume: np.nd
 
 # ------------------------------------------------------------------------------ the source
 
+_CALL_PUT = np.array(["call", "put"], dtype=object)
+
+
 class _Group:
     """The rows of one instrument prefix (``BTC``, ``SOL_USDC``), sorted by snapshot time then expiry."""
 
-    def __init__(self, rows: Rows):
+    def __init__(self, rows: Rows, names: np.ndarray):
+        """``rows``: the group's columns (``name_code`` and ``is_put`` in place of the text columns);
+        ``names``: the instrument name of each name code."""
         self.ns = rows["ns"]                                   # sorted: each snapshot's rows are one run
         self.snap_start = np.flatnonzero(np.r_[True, self.ns[1:] != self.ns[:-1]]) if len(self.ns) else \
             np.empty(0, dtype=np.int64)
         self.snap_ns = self.ns[self.snap_start]
         self.snap_end = np.append(self.snap_start[1:], len(self.ns))
-        self.name, self.otype, self._name_code = rows["name"], rows["otype"], rows["name_code"]
+        self._names, self._name_code, self._is_put = names, rows["name_code"], rows["is_put"]
         self.strike, self.expiry = rows["strike"], rows["expiry"]
         self.bid, self.ask, self.mark = rows["bid"], rows["ask"], rows["mark"]
         self.iv, self.delta, self.fwd, self.index = rows["iv"], rows["delta"], rows["fwd"], rows["index"]
@@ -885,6 +888,24 @@ class _Group:
                                     else np.median(self.index[a:b])
                                     for a, b in zip(self.snap_start.tolist(), self.snap_end.tolist(), strict=True)],
                                    dtype=float)
+
+    def names_at(self, rows) -> np.ndarray:
+        """The instrument names of ``rows`` (a slice or row numbers), an object array."""
+        return self._names[self._name_code[rows]]
+
+    def otypes_at(self, rows) -> np.ndarray:
+        """``"call"``/``"put"`` of ``rows`` (a slice or row numbers), an object array (a str for one row)."""
+        return _CALL_PUT[self._is_put[rows].view(np.int8)]
+
+    @property
+    def name(self) -> np.ndarray:
+        """Every row's instrument name (object array, built on each call)."""
+        return self.names_at(slice(None))
+
+    @property
+    def otype(self) -> np.ndarray:
+        """Every row's ``"call"``/``"put"`` (object array, built on each call)."""
+        return self.otypes_at(slice(None))
 
     # Built on first use (a backtest of one coin never builds the other's).
 
@@ -897,7 +918,7 @@ class _Group:
         codes = rank[np.searchsorted(uniq, self._name_code)]
         order = np.argsort(codes, kind="stable")
         bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
-        names = self.name[np.sort(first)].tolist()
+        names = self.names_at(np.sort(first)).tolist()
         return {str(n): (int(bounds[k]), int(bounds[k + 1])) for k, n in enumerate(names)}, order
 
     @property
@@ -955,21 +976,21 @@ def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
             raise ChainFileError(f"{', '.join(map(str, paths))}: duplicate row across files: "
                                  f"{rows['name'][i]} at {pd.Timestamp(int(rows['ns'][i]), tz='UTC')}; "
                                  "expected each snapshot in one file only")
-    prefix_code, prefixes = pd.factorize(rows.pop("prefix"), sort=True)
-    prefix_code = prefix_code.astype(np.int16 if len(prefixes) < 2**15 else np.int64)
-    is_put = rows["otype"] == "put"          # valid rows are "call" or "put": call first
+    # the text columns go on as integers: a name code (and the distinct names), a put flag
+    names_u = np.empty(int(rows["name_code"].max()) + 1 if len(rows["ns"]) else 0, dtype=object)
+    names_u[rows["name_code"]] = rows.pop("name")
+    # instrument prefix (BTC, SOL_USDC): the part of the name before the first '-', upper case, per name
+    code_prefix, prefixes = pd.factorize(np.array([str(u).split("-", 1)[0].upper() for u in names_u.tolist()],
+                                                  dtype=object), sort=True)
+    prefix_code = code_prefix.astype(np.int16 if len(prefixes) < 2**15 else np.int64)[rows["name_code"]]
+    is_put = rows.pop("otype") == "put"      # valid rows are "call" or "put": call first
     order = np.lexsort((is_put, rows["strike"], rows["expiry"], rows["ns"], prefix_code))
+    rows["is_put"] = is_put
+    del is_put
     if not (order[1:] > order[:-1]).all():   # a permutation in increasing order is the identity: no copies
-        # the text columns leave as small integers and come back from their distinct values (less to copy)
-        names_u = np.empty(int(rows["name_code"].max()) + 1 if len(order) else 0, dtype=object)
-        names_u[rows["name_code"]] = rows.pop("name")
-        del rows["otype"]
         for name in list(rows):
             rows[name] = rows[name][order]
-        rows["name"] = names_u[rows["name_code"]]
-        rows["otype"] = np.array(["call", "put"], dtype=object)[is_put[order].view(np.int8)]
         prefix_code = prefix_code[order]
-    del is_put
     index = rows["index"]
     if np.isnan(index).any():  # no index column: the forward of the nearest expiry stands in
         ns = rows["ns"]
@@ -977,8 +998,8 @@ def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
         first = np.repeat(rows["fwd"][starts], np.diff(np.r_[starts, len(ns)]))
         rows["index"] = np.where(np.isnan(index), first, index)
     bounds = np.searchsorted(prefix_code, np.arange(len(prefixes) + 1))
-    return {str(p): _Group({name: col[bounds[k]:bounds[k + 1]] for name, col in rows.items()})
-            for k, p in enumerate(prefixes)}
+    return {str(p): _Group({name: col[bounds[k]:bounds[k + 1]] for name, col in rows.items()}, names_u)
+            for k, p in enumerate(prefixes) if bounds[k + 1] > bounds[k]}   # a code of dropped rows only: no group
 
 
 def _optional_file(path, load, what: str):
@@ -1187,7 +1208,7 @@ class ChainFileSource:
                            as_of=as_of, bid=bd, ask=ak, mark_price=m, iv=v, delta=d, underlying_price=f,
                            index_price=ix, settlement=settlement, price_source="quote")
             for n, s, e, ot, bd, ak, m, v, d, f, ix in zip(
-                g.name[sl].tolist(), g.strike[sl].tolist(), g.expiry[sl].tolist(), g.otype[sl].tolist(), bid_l,
+                g.names_at(sl).tolist(), g.strike[sl].tolist(), g.expiry[sl].tolist(), g.otypes_at(sl).tolist(), bid_l,
                 ask_l, g.mark[sl].tolist(), g.iv[sl].tolist(), g.delta[sl].tolist(), g.fwd[sl].tolist(),
                 g.index[sl].tolist(), strict=True)
         ]
@@ -1219,7 +1240,7 @@ class ChainFileSource:
                 settled = False
             else:
                 payoff = option_payoff_per_coin(settle, float(g.strike[rows[0]]),
-                                                "linear" if "_USDC" in prefix else "inverse", str(g.otype[rows[0]]))
+                                                "linear" if "_USDC" in prefix else "inverse", str(g.otypes_at(rows[0])))
                 obs_t = np.append(obs_t, expiry)
                 obs_v = np.append(obs_v, payoff)
         return obs_t, obs_v, settled, expiry
@@ -1318,13 +1339,14 @@ class ChainFileSource:
         dec = np.repeat(np.arange(len(t), dtype=np.int64), counts)
         rows = np.repeat(a - np.cumsum(counts) + counts, counts) + np.arange(total, dtype=np.int64)
         if option_type is not None:
-            keep = g.otype[rows] == option_type
+            keep = g.otypes_at(rows) == option_type
             dec, rows = dec[keep], rows[keep]
             if not len(rows):
                 return empty_chain_table()
         n = len(rows)
         return {
-            "decision": dec, "decision_ns": t[dec], "instrument_name": g.name[rows], "option_type": g.otype[rows],
+            "decision": dec, "decision_ns": t[dec], "instrument_name": g.names_at(rows),
+            "option_type": g.otypes_at(rows),
             "expiry_ns": g.expiry[rows], "strike": g.strike[rows], "bid": g.bid[rows], "ask": g.ask[rows],
             "mark": g.mark[rows], "iv": g.iv[rows], "delta": g.delta[rows], "forward": g.fwd[rows],
             "index": g.index[rows], "settlement": np.full(n, spec.settlement, dtype=object),

@@ -341,6 +341,8 @@ def test_lean_reader_equals_pandas_on_awkward_cells(tmp_path, monkeypatch):
         "na and quotes": awkward + lines[4:],
         "impossible rows": [lines[0].replace(",call,", ",cal,")] + lines[1:5]
         + [",".join(f if i != 5 else "-5" for i, f in enumerate(lines[5].split(",")))] + lines[6:],
+        "dropped unique name": [",".join("ZZZ-9JAN26-1-C" if i == 1 else "-5" if i == 5 else f
+                                         for i, f in enumerate(lines[0].split(",")))] + lines[1:],
         "inf": lines[:3] + [lines[3].replace(",0.5,", ",inf,", 1)] + lines[4:],
         "text in a number": lines[:3] + [lines[3].replace(",0.5,", ",abc,", 1)] + lines[4:],
         "padded number": lines[:3] + [lines[3].replace(",0.5,", ", 0.5,", 1)] + lines[4:],
@@ -353,6 +355,8 @@ def test_lean_reader_equals_pandas_on_awkward_cells(tmp_path, monkeypatch):
             assert_same_source(lean, _pandas_only(monkeypatch, path))
             if case == "impossible rows":
                 assert lean.dropped_rows == 2 and "column option_type: 'cal'" in lean.first_dropped
+            if case == "dropped unique name":   # its prefix ZZZ has no valid row: no such group
+                assert lean.dropped_rows == 1 and list(lean.groups) == ["BTC", "ETH"]
 
 
 # ---------------------------------------------------------------------------- Tardis files (sampled to bars)
