@@ -348,16 +348,29 @@ class _RowCheck:
         text = raw.astype(str)
         return (text.str.strip() if strip else text).to_numpy(dtype=object)
 
-    def option_type(self, frame: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(otype as "call"/"put" objects, is_call)``; anything else is flagged."""
+    def option_type(self, frame: pd.DataFrame, col: str, labels: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(otype as "call"/"put" objects, or None when not ``labels``; is_call)``; anything else is flagged."""
         raw = frame[col]
-        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        if isinstance(raw.dtype, pd.CategoricalDtype):
+            codes, uniques = raw.cat.codes.to_numpy(), raw.cat.categories
+        else:
+            codes, uniques = pd.factorize(raw, use_na_sentinel=True)
         norm = np.array([str(u).strip().lower() for u in uniques] + [""], dtype=object)
-        otype = norm[codes]                                      # code -1 (empty) -> ""
+        otype = norm[codes] if labels else None                  # code -1 (empty) -> ""
         ok_u = np.array([n in ("call", "put") for n in norm])
         self.flag(~ok_u[codes], col, raw, "call or put")
         is_call_u = norm == "call"
         return otype, is_call_u[codes]
+
+    def name_codes(self, frame: pd.DataFrame, col: str, strip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(code per row, the distinct names as objects)`` of an instrument-name column; empty cells
+        are flagged (their codes point anywhere: the rows are dropped)."""
+        raw = frame[col]
+        if isinstance(raw.dtype, pd.CategoricalDtype) and not strip:
+            self.flag(raw.isna().to_numpy(), col, raw, "an instrument name (e.g. BTC-27DEC24-100000-C)")
+            return raw.cat.codes.to_numpy(), np.asarray(raw.cat.categories, dtype=object)
+        codes, uniques = pd.factorize(self.names(frame, col, strip=strip))
+        return codes, np.asarray(uniques, dtype=object)
 
     def delta(self, frame: pd.DataFrame, col: str, is_call: np.ndarray) -> np.ndarray:
         delta = self.number(frame, col, "a delta in [-1, 1]", lo=-1.0, hi=1.0)
@@ -403,19 +416,18 @@ def _check_sorted(path: Path, ns: np.ndarray, col: str, lines: np.ndarray) -> No
                                  "expected non-decreasing timestamps")
 
 
-def _check_unique(path: Path, ns: np.ndarray, names: np.ndarray, lines: np.ndarray, name_col: str,
-                  codes: np.ndarray | None = None) -> None:
-    """One row per (snapshot, instrument); ``codes`` (optional) numbers the names one to one, hashed
-    instead of the strings."""
-    if codes is not None and len(ns):   # rows are sorted by time: a repeated (time, name) pair shows in one sort
+def _check_unique(path: Path, ns: np.ndarray, codes: np.ndarray, names: np.ndarray, lines: np.ndarray,
+                  name_col: str) -> None:
+    """One row per (snapshot, instrument): ``codes`` numbers the rows' names (``names[code]``)."""
+    if len(ns):   # rows are sorted by time: a repeated (time, name) pair shows in one sort of integers
         t_code = np.cumsum(np.r_[0, ns[1:] != ns[:-1]], dtype=np.int64)
         key = np.sort(t_code * (int(codes.max()) + 1) + codes)
         if not (key[1:] == key[:-1]).any():
             return
-    dup = pd.DataFrame({"t": ns, "n": names if codes is None else codes}).duplicated().to_numpy()
+    dup = pd.DataFrame({"t": ns, "n": codes}).duplicated().to_numpy()
     if dup.any():
         i = int(np.argmax(dup))
-        raise ChainFileError(f"{path}: line {lines[i]}: duplicate row: {names[i]} ({name_col}) appears twice at "
+        raise ChainFileError(f"{path}: line {lines[i]}: duplicate row: {names[codes[i]]} ({name_col}) appears twice at "
                              f"{pd.Timestamp(ns[i], tz='UTC')}; expected one row per instrument per snapshot")
 
 
@@ -459,31 +471,36 @@ def _frame(ns, name, prefix, otype, strike, expiry_ns, bid, ask, mark, iv, delta
                          "fwd": fwd, "index": index})
 
 
-_ROW_DTYPES: dict[str, type] = {"ns": np.int64, "name": object, "name_code": np.int32, "otype": object,
+_ROW_DTYPES: dict[str, type] = {"ns": np.int64, "name_code": np.int32, "is_put": bool,
                                 "strike": np.float64, "expiry": np.int64, "bid": np.float64, "ask": np.float64,
                                 "mark": np.float64, "iv": np.float64, "delta": np.float64, "fwd": np.float64,
                                 "index": np.float64}
 Rows = dict[str, np.ndarray]
-"""A file's valid chain rows as columns (the keys of ``_ROW_DTYPES``), one numpy array each;
-``name_code`` numbers the distinct names (one code per name) so grouping by instrument needs no
-string hashing."""
+"""A file's valid chain rows as columns (the keys of ``_ROW_DTYPES``), one numpy array each, plus
+``names``: the distinct instrument names (objects), ``names[name_code]`` each row's, so no column
+holds a string per row."""
 
 
-def _rows(keep: np.ndarray | None, **cols) -> Rows:
-    """The columns of ``_ROW_DTYPES`` (a scalar is broadcast), restricted to ``keep`` (a mask) when given."""
+def _rows(keep: np.ndarray | None, names: np.ndarray, **cols) -> Rows:
+    """The columns of ``_ROW_DTYPES`` (a scalar is broadcast), restricted to ``keep`` (a mask) when given,
+    and the distinct ``names``."""
     n = len(cols["ns"])
     out = {}
     for name, dtype in _ROW_DTYPES.items():
         v = cols[name]
         v = np.full(n, v, dtype=dtype) if np.ndim(v) == 0 else np.asarray(v, dtype=dtype)
         out[name] = v if keep is None else v[keep]
+    out["names"] = names
     return out
 
 
 def _rows_of_frame(frame: pd.DataFrame) -> Rows:
-    rows = {name: frame[name].to_numpy(dtype=dtype) for name, dtype in _ROW_DTYPES.items() if name != "name_code"}
-    rows["name_code"] = pd.factorize(rows["name"])[0].astype(np.int32)
-    return {name: rows[name] for name in _ROW_DTYPES}
+    codes, names = pd.factorize(frame["name"].to_numpy(dtype=object))
+    rows = {name: frame[name].to_numpy(dtype=dtype) for name, dtype in _ROW_DTYPES.items()
+            if name not in ("name_code", "is_put")}
+    rows["name_code"] = codes.astype(np.int32)
+    rows["is_put"] = frame["otype"].to_numpy(dtype=object) == "put"
+    return {**{name: rows[name] for name in _ROW_DTYPES}, "names": np.asarray(names, dtype=object)}
 
 
 _PANDAS_NA = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
@@ -574,9 +591,9 @@ def _load_deribit(path: Path) -> tuple[Rows, _FileLoad]:
         _require_columns(path, df.columns, _DERIBIT_COLS, "Deribit snapshot")
     rc = _RowCheck(path, len(df["timestamp"]), 2)
     ns = rc.iso(df, "timestamp")
-    names = rc.names(df, "instrument_name")
+    codes, names = rc.name_codes(df, "instrument_name")
     expiry = rc.iso(df, "expiry_datetime")
-    otype, is_call = rc.option_type(df, "option_type")
+    _, is_call = rc.option_type(df, "option_type", labels=False)
     strike = rc.number(df, "strike", _STRIKE, lo=0.0, lo_open=True)
     bid, ask = rc.quote(df, "bid_price"), rc.quote(df, "ask_price")
     mark = rc.number(df, "mark_price", "a mark price >= 0", lo=0.0)
@@ -588,14 +605,10 @@ def _load_deribit(path: Path) -> tuple[Rows, _FileLoad]:
     if rc.dropped == rc.n:
         raise _no_valid_row(path, rc.n, rc.first, "Deribit snapshot")
     lines, kept = rc.lines(), rc.kept
-    raw_names = df["instrument_name"]
-    codes = raw_names.cat.codes.to_numpy() if isinstance(raw_names.dtype, pd.CategoricalDtype) else None
     _check_sorted(path, kept(ns), "timestamp", lines)
-    _check_unique(path, kept(ns), kept(names), lines, "instrument_name", None if codes is None else kept(codes))
+    _check_unique(path, kept(ns), kept(codes), names, lines, "instrument_name")
     _check_iv_unit(path, kept(iv), "implied_volatility", percent=False, lines=lines)
-    name_code = codes if codes is not None else pd.factorize(names)[0]
-    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, name_code=name_code, otype=otype,
-                 strike=strike,
+    rows = _rows(~rc.bad if rc.bad.any() else None, names, ns=ns, name_code=codes, is_put=~is_call, strike=strike,
                  expiry=expiry, bid=bid, ask=ask, mark=mark, iv=iv, delta=delta, fwd=fwd, index=index)
     return rows, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
@@ -606,9 +619,9 @@ def _load_optionsdx(path: Path) -> tuple[Rows, _FileLoad]:
     _require_columns(path, df.columns, _OPTIONSDX_COLS, "OptionsDX EOD")
     rc = _RowCheck(path, len(df), 2)
     ns = rc.epoch(df, "QUOTE_UNIXTIME", 10**9, "seconds")
-    names = rc.names(df, "INSTRUMENT_NAME", strip=True)
+    codes, names = rc.name_codes(df, "INSTRUMENT_NAME", strip=True)
     expiry = rc.epoch(df, "EXPIRY_UNIX", 10**9, "seconds")
-    otype, is_call = rc.option_type(df, "OPTION_RIGHT")
+    _, is_call = rc.option_type(df, "OPTION_RIGHT", labels=False)
     strike = rc.number(df, "STRIKE", _STRIKE, lo=0.0, lo_open=True)
     bid, ask = rc.quote(df, "BID_PRICE"), rc.quote(df, "ASK_PRICE")
     iv = rc.number(df, "MARK_IV", "an implied volatility > 0 (percent)", lo=0.0, lo_open=True) / 100.0
@@ -623,15 +636,14 @@ def _load_optionsdx(path: Path) -> tuple[Rows, _FileLoad]:
         raise _no_valid_row(path, rc.n, rc.first, "OptionsDX EOD")
     lines, kept = rc.lines(), rc.kept
     _check_sorted(path, kept(ns), "QUOTE_UNIXTIME", lines)
-    _check_unique(path, kept(ns), kept(names), lines, "INSTRUMENT_NAME")
+    _check_unique(path, kept(ns), kept(codes), names, lines, "INSTRUMENT_NAME")
     _check_iv_unit(path, kept(iv) * 100.0, "MARK_IV", percent=True, lines=lines)
-    rows = _rows(~rc.bad if rc.bad.any() else None, ns=ns, name=names, name_code=pd.factorize(names)[0],
-                 otype=otype, strike=strike, expiry=expiry, bid=bid, ask=ask, mark=np.nan, iv=iv, delta=delta, fwd=fwd,
-                 index=np.nan)
+    rows = _rows(~rc.bad if rc.bad.any() else None, names, ns=ns, name_code=codes, is_put=~is_call, strike=strike,
+                 expiry=expiry, bid=bid, ask=ask, mark=np.nan, iv=iv, delta=delta, fwd=fwd, index=np.nan)
     from sim.pricing import inverse_price_coin  # here: scipy loads only for the one layout without marks
 
     rows["mark"] = inverse_price_coin(rows["fwd"], rows["strike"], kept(dte) / 365.0, rows["iv"], 0.0,
-                                      rows["otype"].astype(str))
+                                      np.where(rows["is_put"], "put", "call"))
     return rows, _FileLoad(path, rc.n, rc.dropped, rc.first)
 
 
@@ -965,27 +977,27 @@ def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
     before put (stable); a missing index is the forward of the snapshot's nearest expiry."""
     if len(parts) == 1:
         rows = parts[0]
-    else:
+        names_u = rows.pop("names")
+    else:   # one numbering of the names across the files
+        offsets = np.cumsum([0] + [len(p["names"]) for p in parts])
+        remap, names_u = pd.factorize(np.concatenate([p.pop("names") for p in parts]))
+        names_u = np.asarray(names_u, dtype=object)
+        for p, at in zip(parts, offsets[:-1].tolist(), strict=False):
+            p["name_code"] = remap[p["name_code"].astype(np.int64) + at].astype(np.int32)
         rows = {name: np.concatenate([p[name] for p in parts]) for name in _ROW_DTYPES}
         parts.clear()
-        codes = pd.factorize(rows["name"])[0]
-        rows["name_code"] = codes.astype(np.int32)           # one numbering across the files
-        dup = pd.DataFrame({"ns": rows["ns"], "name": codes}).duplicated().to_numpy()
+        dup = pd.DataFrame({"ns": rows["ns"], "name": rows["name_code"]}).duplicated().to_numpy()
         if dup.any():
             i = int(np.argmax(dup))
             raise ChainFileError(f"{', '.join(map(str, paths))}: duplicate row across files: "
-                                 f"{rows['name'][i]} at {pd.Timestamp(int(rows['ns'][i]), tz='UTC')}; "
+                                 f"{names_u[rows['name_code'][i]]} at {pd.Timestamp(int(rows['ns'][i]), tz='UTC')}; "
                                  "expected each snapshot in one file only")
-    # the text columns go on as integers: a name code (and the distinct names), a put flag
-    names_u = np.empty(int(rows["name_code"].max()) + 1 if len(rows["ns"]) else 0, dtype=object)
-    names_u[rows["name_code"]] = rows.pop("name")
     # instrument prefix (BTC, SOL_USDC): the part of the name before the first '-', upper case, per name
     code_prefix, prefixes = pd.factorize(np.array([str(u).split("-", 1)[0].upper() for u in names_u.tolist()],
                                                   dtype=object), sort=True)
     prefix_code = code_prefix.astype(np.int16 if len(prefixes) < 2**15 else np.int64)[rows["name_code"]]
-    is_put = rows.pop("otype") == "put"      # valid rows are "call" or "put": call first
+    is_put = rows["is_put"]                  # call before put
     order = np.lexsort((is_put, rows["strike"], rows["expiry"], rows["ns"], prefix_code))
-    rows["is_put"] = is_put
     del is_put
     if not (order[1:] > order[:-1]).all():   # a permutation in increasing order is the identity: no copies
         for name in list(rows):
