@@ -100,7 +100,7 @@ _YEAR_NS = DAYS_PER_YEAR * 86_400e9
 _DAY_CACHE_DAYS = 1_100  # about 3 years of minute paths, ~25 MiB per instance
 _DELTA_RANGE = (0.02, 0.98)  # call deltas a chain's strikes cover
 _COLUMNS = ["open", "high", "low", "close", "volume"]
-_CHAIN_CHUNK = 2048  # instants priced per pass of get_chain_table (bounds its temporaries)
+_CHAIN_PAIRS = 1 << 16  # (instant, expiry) pairs priced per pass of get_chain_table (bounds temporaries)
 _MARK_CHUNK = 1 << 18  # mark points priced per pass of get_option_marks_batch (bounds its temporaries)
 
 
@@ -354,15 +354,15 @@ class DemoMarket:
         outside = (t_ns < _EPOCH_NS) | (t_ns > _END_NS)
         if outside.any():  # raises the error list_option_chain gives for the first such instant
             _ns(pd.Timestamp(int(t_ns[np.flatnonzero(outside)[0]]), tz="UTC"), "as_of")
-        parts = []
-        for i0 in range(0, len(t_ns), _CHAIN_CHUNK):  # chunks of instants bound the temporaries
-            part = self._chain_batch(sym, t_ns[i0:i0 + _CHAIN_CHUNK], lo_ns[i0:i0 + _CHAIN_CHUNK],
-                                     hi_ns[i0:i0 + _CHAIN_CHUNK], puts=not calls_only)
-            if part is not None:
-                part["instant"] += i0
-                parts.append(part)
-        if not parts:
+        inst, exp_ns = self._listed_pairs(t_ns, lo_ns, hi_ns)
+        if len(inst) == 0:
             return empty_chain_table()
+        spot, sigma = self._state_at(sym, (t_ns - _EPOCH_NS) // _MIN_NS)  # per instant, once
+        ticks = None if settlement == "inverse" else np.array([linear_tick(s) for s in spot.tolist()])
+        state = (spot, sigma, basis_rate(COINS[sym], (t_ns - _EPOCH_NS) / _YEAR_NS), ticks)
+        parts = [self._chain_batch(sym, t_ns, inst[j:j + _CHAIN_PAIRS], exp_ns[j:j + _CHAIN_PAIRS], state,
+                                   puts=not calls_only)
+                 for j in range(0, len(inst), _CHAIN_PAIRS)]  # chunks of (instant, expiry) pairs bound the temporaries
         c = parts[0] if len(parts) == 1 else {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
         inst = c["instant"]
         n = len(inst)
@@ -392,19 +392,13 @@ class DemoMarket:
             table = {name: col[keep] for name, col in table.items()}
         return table
 
-    def _chain_batch(self, sym: str, t_ns: np.ndarray, lo_ns: np.ndarray, hi_ns: np.ndarray, puts: bool):
-        """The chains at instants ``t_ns`` (int64 ns, inside the data) with expiries in
-        ``[lo_ns, hi_ns]``, for all instants at once: a dict of per-row arrays (``instant``: index
-        into ``t_ns``; ``expiry_ns``, ``strike``, ``forward``, ``index``, ``iv``, ``mark_c``,
-        ``delta_c``, ``bid_c``, ``ask_c`` and, with ``puts``, the ``_p`` ones), rows sorted by instant,
-        expiry, strike. The same numbers as :meth:`_chain_arrays` at each instant, bit for bit: the
-        same operations, done once per (instant, expiry) pair where they depend on the pair only.
-        None when no instant lists an expiry in its range.
-        """
+    @staticmethod
+    def _listed_pairs(t_ns: np.ndarray, lo_ns: np.ndarray, hi_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (instant, expiry) pairs of the chains at instants ``t_ns`` (int64 ns UTC) with
+        expiries in ``[lo_ns, hi_ns]``: ``(index into t_ns, expiry ns)``, by instant, then expiry,
+        the expiries Deribit's calendar lists at each instant (:func:`listed_expiries`)."""
         if len(t_ns) == 0:
-            return None
-        p = COINS[sym]
-        settlement = underlying_spec(sym).settlement
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         day_ns = _DAY_MIN * _MIN_NS
         first = t_ns - (t_ns - _EPOCH_NS) % day_ns + 8 * 60 * _MIN_NS  # the next 08:00 UTC expiry
         first = np.where(first > t_ns, first, first + day_ns)
@@ -416,12 +410,22 @@ class DemoMarket:
             listed[r, :len(x)], is_listed[r, :len(x)] = x, True
         exp_m, ok = listed[inv], is_listed[inv]
         ok &= (lo_ns[:, None] <= exp_m) & (exp_m <= hi_ns[:, None])
-        inst, col = np.nonzero(ok)  # (instant, expiry) pairs, row-major: by instant, then expiry
-        if len(inst) == 0:
-            return None
-        exp_ns = exp_m[inst, col]
-        spot_i, sigma_i = self._state_at(sym, (t_ns - _EPOCH_NS) // _MIN_NS)
-        basis_i = basis_rate(p, (t_ns - _EPOCH_NS) / _YEAR_NS)
+        inst, col = np.nonzero(ok)  # row-major: by instant, then expiry
+        return inst.astype(np.int64), exp_m[inst, col]
+
+    def _chain_batch(self, sym: str, t_ns: np.ndarray, inst: np.ndarray, exp_ns: np.ndarray, state, puts: bool):
+        """The chains' rows of the (instant, expiry) pairs ``(inst, exp_ns)`` (:meth:`_listed_pairs`)
+        of instants ``t_ns``, whose ``state`` is ``(spot USD, GARCH vol, basis per year, linear
+        price tick or None)`` per instant: a dict
+        of per-row arrays (``instant``: index into ``t_ns``; ``expiry_ns``, ``strike``, ``forward``,
+        ``index``, ``iv``, ``mark_c``, ``delta_c``, ``bid_c``, ``ask_c`` and, with ``puts``, the
+        ``_p`` ones), rows sorted by pair, then strike. The same numbers as :meth:`_chain_arrays`
+        at each instant, bit for bit: the same operations, done once per pair where they depend
+        on the pair only.
+        """
+        p = COINS[sym]
+        settlement = underlying_spec(sym).settlement
+        spot_i, sigma_i, basis_i, tick_i = state
 
         # Per pair: what _chain_arrays computes per expiry (and _model again per strike)
         spot = spot_i[inst]
@@ -457,7 +461,7 @@ class DemoMarket:
         if inverse:
             tick_of = inverse_tick
         else:
-            ticks = np.array([linear_tick(s) for s in spot_i.tolist()])[row_inst]
+            ticks = tick_i[row_inst]
 
             def tick_of(_price):
                 return ticks

@@ -100,14 +100,14 @@ def test_chain_table_equals_list_option_chain_at_random_instants(underlying, tim
     assert_tables_equal(DEMO.get_chain_table(underlying, t, lo, hi, option_type="put"), reference, ~calls)
 
 
-def test_chain_table_in_chunks_of_instants_equals_one_pass(monkeypatch):
+def test_chain_table_in_chunks_of_pairs_equals_one_pass(monkeypatch):
     rng = np.random.default_rng(9)
     t = random_instants(rng, 30, "1h")
     lo, hi = random_windows(rng, t)
-    lo[7:14], hi[7:14] = t[7:14], t[7:14]  # nothing listed: the second chunk of 7 is empty
+    lo[7:14], hi[7:14] = t[7:14], t[7:14]  # instants with nothing listed
     whole = DEMO.get_chain_table("SOL", t, lo, hi)
     assert_tables_equal(whole, reference_table("SOL", t, lo, hi))
-    monkeypatch.setattr(demo, "_CHAIN_CHUNK", 7)  # chunk edges, and chunks with nothing listed
+    monkeypatch.setattr(demo, "_CHAIN_PAIRS", 7)  # chunk edges between and inside instants
     assert_tables_equal(DEMO.get_chain_table("SOL", t, lo, hi), whole)
 
 
