@@ -236,8 +236,11 @@ def _shown(cell) -> str:
         return repr(str(cell))
 
 
-def _parse_numbers(raw: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(float64 values, mask of non-empty cells that are not numbers or None)``; empty cells are NaN."""
+def _parse_numbers(raw: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(float64 values, mask of non-empty cells that are not numbers or None)``; empty cells are NaN.
+    A float64 numpy column (the pyarrow reader's) is returned as it is."""
+    if isinstance(raw, np.ndarray) and raw.dtype == np.float64:
+        return raw, None
     if raw.dtype.kind in "fiu":
         return raw.to_numpy(dtype=float), None
     vals = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
@@ -257,6 +260,16 @@ class _FileLoad(NamedTuple):
     rows: int
     dropped: int
     first: str | None          # "line L: column C: <cell>; expected ..." of the first dropped row
+
+
+class _Lines:
+    """``lines[i]``: the file line of the ``i``-th valid row (``kept`` row numbers, or all rows)."""
+
+    def __init__(self, line0: int, kept: np.ndarray | None):
+        self.line0, self.kept = line0, kept
+
+    def __getitem__(self, i: int) -> int:
+        return self.line0 + int(i if self.kept is None else self.kept[i])
 
 
 class _RowCheck:
@@ -303,6 +316,9 @@ class _RowCheck:
     def quote(self, frame: pd.DataFrame, col: str) -> np.ndarray:
         """A bid or ask: empty or 0 is no quote (NaN); negative, inf or text is impossible."""
         vals = self.number(frame, col, "a price >= 0 (empty or 0: no quote)", required=False, lo=0.0)
+        if isinstance(frame[col], np.ndarray) and vals.flags.writeable:   # our own column: no copy needed
+            vals[~(vals > 0)] = np.nan       # (a cell shown in a later message is never one of these)
+            return vals
         return np.where(vals > 0, vals, np.nan)
 
     def epoch(self, frame: pd.DataFrame, col: str, unit_ns: int, unit: str) -> np.ndarray:
@@ -390,9 +406,9 @@ class _RowCheck:
         """The valid rows of an array or frame (``values`` itself when none was flagged)."""
         return values[~self.bad] if self.bad.any() else values
 
-    def lines(self) -> np.ndarray:
-        """The line numbers of the valid rows."""
-        return self.line0 + (np.flatnonzero(~self.bad) if self.bad.any() else np.arange(self.n))
+    def lines(self) -> _Lines:
+        """The line numbers of the valid rows (indexable; only messages read them)."""
+        return _Lines(self.line0, np.flatnonzero(~self.bad) if self.bad.any() else None)
 
     @property
     def dropped(self) -> int:
@@ -420,8 +436,12 @@ def _check_unique(path: Path, ns: np.ndarray, codes: np.ndarray, names: np.ndarr
                   name_col: str) -> None:
     """One row per (snapshot, instrument): ``codes`` numbers the rows' names (``names[code]``)."""
     if len(ns):   # rows are sorted by time: a repeated (time, name) pair shows in one sort of integers
-        t_code = np.cumsum(np.r_[0, ns[1:] != ns[:-1]], dtype=np.int64)
-        key = np.sort(t_code * (int(codes.max()) + 1) + codes)
+        width = int(codes.max()) + 1
+        small = (int(np.count_nonzero(ns[1:] != ns[:-1])) + 1) * width < 2**31
+        key = np.cumsum(np.r_[0, ns[1:] != ns[:-1]], dtype=np.int32 if small else np.int64)
+        key *= width
+        key += codes
+        key.sort()
         if not (key[1:] == key[:-1]).any():
             return
     dup = pd.DataFrame({"t": ns, "n": codes}).duplicated().to_numpy()
@@ -508,7 +528,7 @@ _PANDAS_NA = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-na
 _DERIBIT_TEXT = ("timestamp", "instrument_name", "option_type", "expiry_datetime")
 
 
-def _read_deribit_fast(path: Path) -> dict[str, pd.Series] | None:
+def _read_deribit_fast(path: Path) -> dict[str, pd.Series | np.ndarray] | None:
     """The Deribit snapshot columns of ``path`` read with pyarrow's CSV reader (only those columns, the
     text ones as categoricals, no per-cell Python objects), or None when the file is anything but
     plain: then :func:`pd.read_csv` reads it and the checks name what is wrong. The values equal
@@ -531,7 +551,7 @@ def _read_deribit_fast(path: Path) -> dict[str, pd.Series] | None:
         _release_freed_memory()
 
 
-def _arrow_columns(path: Path, pa, pacsv, types: dict, pool) -> dict[str, pd.Series] | None:
+def _arrow_columns(path: Path, pa, pacsv, types: dict, pool) -> dict[str, pd.Series | np.ndarray] | None:
     try:
         # Python's gzip reader keeps fewer buffers resident than pyarrow's decompressing stream
         with gzip.open(path, "rb") if path.name.endswith(".gz") else contextlib.nullcontext(str(path)) as stream:
@@ -545,7 +565,7 @@ def _arrow_columns(path: Path, pa, pacsv, types: dict, pool) -> dict[str, pd.Ser
         return None
     if table.num_rows == 0:
         return None
-    out: dict[str, pd.Series] = {}
+    out: dict[str, pd.Series | np.ndarray] = {}   # text: categorical Series; numbers: float64 arrays
     for name in _DERIBIT_COLS:
         column = table.column(name)
         table = table.drop_columns([name])     # free each column once converted
@@ -559,7 +579,7 @@ def _arrow_columns(path: Path, pa, pacsv, types: dict, pool) -> dict[str, pd.Ser
                 at += len(chunk)
             if np.isinf(vals).any():       # pandas may read such a cell differently: let it
                 return None
-            out[name] = pd.Series(vals, copy=False)
+            out[name] = vals
         del column
         _release_freed_memory()            # the column's Arrow blocks, before the next column's copy
     return out
