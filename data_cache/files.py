@@ -992,6 +992,13 @@ class _Group:
         return None
 
 
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among the distinct values (0, 1, ...), as the smallest integer type that holds it."""
+    distinct = np.sort(pd.unique(values))
+    rank = np.searchsorted(distinct, values)
+    return rank.astype(np.int16 if len(distinct) < 2**15 else np.int32 if len(distinct) < 2**31 else np.int64)
+
+
 def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
     """The files' rows by instrument prefix (sorted), each sorted by snapshot time, expiry, strike, call
     before put (stable); a missing index is the forward of the snapshot's nearest expiry."""
@@ -1016,9 +1023,9 @@ def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
     code_prefix, prefixes = pd.factorize(np.array([str(u).split("-", 1)[0].upper() for u in names_u.tolist()],
                                                   dtype=object), sort=True)
     prefix_code = code_prefix.astype(np.int16 if len(prefixes) < 2**15 else np.int64)[rows["name_code"]]
-    is_put = rows["is_put"]                  # call before put
-    order = np.lexsort((is_put, rows["strike"], rows["expiry"], rows["ns"], prefix_code))
-    del is_put
+    # sorted on ranks (small integers, same order and ties): the sort's buffers stay small
+    order = np.lexsort((rows["is_put"], _rank(rows["strike"]), _rank(rows["expiry"]), _rank(rows["ns"]),
+                        prefix_code))       # call before put
     if not (order[1:] > order[:-1]).all():   # a permutation in increasing order is the identity: no copies
         for name in list(rows):
             rows[name] = rows[name][order]
