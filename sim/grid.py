@@ -28,14 +28,15 @@ on the shared panel.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from sim import schedule
 from sim.instruments import expiry_kind
 from sim.legs import expiry_close, open_fill, outcomes
-from sim.metrics import _total_return, hodl_curve_metrics, metrics_from_arrays, span_and_rate
+from sim.metrics import _total_return, compute_metrics, hodl_curve_metrics, metrics_from_arrays, span_and_rate
 from sim.panel import CannotSettle, MarketPanel, build_panel
 from sim.policies import Policy, target_delta_policy
 from sim.simulator import CoveredCallSimulator
@@ -63,7 +64,7 @@ def grid_metrics(source, configs: Sequence[CallSimulationConfig], policy: Policy
     panel = panel_for(source, configs) if panel is None else panel
     if not _columnar(configs, policy):
         return [CoveredCallSimulator(source, cfg, panel=panel).simulate_policy(policy).metrics for cfg in configs]
-    return _Grid(panel, configs).metrics()
+    return [m for m, _ in _Grid(panel, configs).metrics()]
 
 
 @dataclass
@@ -93,6 +94,27 @@ def band_of(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSim
     starts = np.flatnonzero(np.concatenate([[True], dec[1:] != dec[:-1]])) if len(rows) else np.empty(0, np.int64)
     return Band(rows=rows, delta=table["delta"][rows], d_dte=np.abs(to_expiry_ns[inside] / 86_400e9 - cfg.target_dte),
                 strike=table["strike"][rows], starts=starts, group_dec=dec[starts])
+
+
+def window_metrics(source, configs: Sequence[CallSimulationConfig], start: pd.Timestamp, end: pd.Timestamp,
+                   policy: Policy = target_delta_policy) -> list[tuple[dict[str, float], int]]:
+    """Each config backtested on decisions in ``[start, end)`` and measured on its equity up to
+    ``end`` (:func:`sim.sweep.run_window`, whose numbers these are): ``(metrics, calls sold)``.
+    Nothing after ``end`` reaches the metrics: the curve is cut at ``end`` and only calls closed by
+    then count as trades. One panel and one columnar run for all configs."""
+    cells = [replace(c, start=start, end=end - pd.Timedelta(1, "ns")) for c in configs]
+    if not cells:
+        return []
+    if not _columnar(cells, policy):
+        out = []
+        for cfg in cells:
+            result = CoveredCallSimulator(source, cfg).simulate_policy(policy)
+            trades = [t for t in result.trades if t.close_time <= end]
+            metrics = compute_metrics(result.equity_curve.loc[:end], trades, cfg.risk_free_rate,
+                                      n_no_trade=len(result.no_trades))
+            out.append((metrics, len(result.trades)))
+        return out
+    return _Grid(panel_for(source, cells), cells).metrics(cut_ns=end.value)
 
 
 def select_all(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSimulationConfig,
@@ -145,7 +167,9 @@ class _Grid:
             if not (np.all(panel.lo_ns <= lo) and np.all(panel.hi_ns >= hi)):
                 raise ValueError(f"the panel's chains do not cover the DTE band of target_dte={cfg.target_dte:g}")
 
-    def metrics(self) -> list[dict[str, float]]:
+    def metrics(self, cut_ns: int | None = None) -> list[tuple[dict[str, float], int]]:
+        """Each config's ``(metrics, calls sold)``; with ``cut_ns`` the curve is cut at that instant
+        and only calls closed by then are trades (:func:`window_metrics`)."""
         panel = self.panel
         table, _ = panel.all_chains()
         decision_ns = panel.decision_ns
@@ -174,7 +198,8 @@ class _Grid:
 
         rows = np.unique(np.concatenate([w[0] for w in walks])) if walks else np.empty(0, dtype=np.int64)
         legs = self._price(table, rows, j_dec, j_close_row)
-        return [self._cell(cfg, rows, legs, walk) for cfg, walk in zip(self.configs, walks, strict=True)]
+        return [(self._cell(cfg, rows, legs, walk, cut_ns), len(walk[0]))
+                for cfg, walk in zip(self.configs, walks, strict=True)]
 
     def _settlements(self, table: dict):
         """``ok(row)``: True when the row's expiry can be settled (a positive settlement price),
@@ -242,17 +267,19 @@ class _Grid:
         out = outcomes(panel.spot, j_open, j_close, offsets, marks, price, fee_open, close_price, fee_close,
                        s_open, s_close, np.ones(len(rows), dtype=bool), cfg.call_size,
                        cfg.settlement == "inverse", drawdowns=False)
-        return out, strike, j_open, j_close
+        return out, strike, j_open, j_close, expiry
 
-    def _cell(self, cfg: CallSimulationConfig, rows: np.ndarray, legs, walk) -> dict[str, float]:
-        """One cell's equity curve (the simulator's ``_result``, on arrays) and its metrics."""
+    def _cell(self, cfg: CallSimulationConfig, rows: np.ndarray, legs, walk, cut_ns: int | None = None
+              ) -> dict[str, float]:
+        """One cell's equity curve (the simulator's ``_result``, on arrays) and its metrics; with
+        ``cut_ns``, the curve's instants up to it and the calls closed by it."""
         panel = self.panel
         sold, no_trade = walk
         inverse = cfg.settlement == "inverse"
         end_j = min(panel.index_at_or_after(cfg.end), len(panel.ns) - 1)
         coins0 = float(cfg.initial_spot_position)
         if len(sold):
-            out, strike, j_open_all, j_close_all = legs
+            out, strike, j_open_all, j_close_all, expiry_all = legs
             i = np.searchsorted(rows, sold)
             j_open, j_close = j_open_all[i], j_close_all[i]
             end_j = max(end_j, int(j_close.max()))
@@ -277,6 +304,12 @@ class _Grid:
             coins, cash = coins0 + np.zeros(n), np.cumsum(flows)
         coins[0], cash[0], liability[0] = coins0, 0.0, 0.0
         equity_usd = coins * spot + cash - liability
+        if cut_ns is not None:
+            n = int(np.searchsorted(panel.ns[:n], cut_ns, side="right"))
+            equity_usd, spot = equity_usd[:n], spot[:n]
+            if len(sold):
+                i = i[expiry_all[i] <= cut_ns]  # the calls closed by the cut (held to expiry: at expiry)
+                sold = sold[:len(i)]
         span, hodl = self._hodl(n, coins0, cfg.risk_free_rate)
         trades = {
             "size": out.size[i], "strike": strike[i], "close_spot": out.s_close[i],

@@ -34,7 +34,7 @@ import pandas as pd
 
 from sim import schedule
 from sim.data_source import MarketDataSource, settlement_estimate
-from sim.grid import grid_metrics, panel_for
+from sim.grid import grid_metrics, panel_for, window_metrics
 from sim.metrics import METRIC_KEYS, compute_metrics
 from sim.panel import MarketPanel
 from sim.parallel import built_once, chunk, executor_workers, run_chunks
@@ -492,12 +492,10 @@ def stitch_equity(curves: Sequence[pd.DataFrame], initial_position: float) -> pd
 
 def _train_rows(shared, _panel, cells: list[CallSimulationConfig], start: pd.Timestamp, end: pd.Timestamp,
                 policy: Policy, metric: str) -> list[dict]:
-    """The training rows of a chunk of cells on one window (each with ``n_sold``)."""
-    rows = []
-    for cfg in cells:
-        run = run_window(shared, cfg, start, end, policy)
-        rows.append({**_row(cfg, run.metrics, metric), "n_sold": run.n_sold})
-    return rows
+    """The training rows of a chunk of cells on one window (each with ``n_sold``): every cell's
+    :func:`run_window`, all on one panel (:func:`sim.grid.window_metrics`)."""
+    return [{**_row(cfg, metrics, metric), "n_sold": n_sold}
+            for cfg, (metrics, n_sold) in zip(cells, window_metrics(shared, cells, start, end, policy), strict=True)]
 
 
 def _window_run(shared, _panel, cfg: CallSimulationConfig, start: pd.Timestamp, end: pd.Timestamp,
@@ -540,7 +538,9 @@ def walk_forward(
                      source_factory)
     if chunks is None and runner.pooled:   # at least one task per worker, whole windows when there are enough
         chunks = max(1, -(-runner.workers // len(windows)))
-    per_window = chunk(cells, _n_chunks(runner, len(cells), len(rows_cfg), chunks))
+    # In this process a window's cells run together (one panel and one columnar run per window).
+    per_window = chunk(cells, _n_chunks(runner, len(cells), len(rows_cfg), chunks if runner.pooled or chunks
+                                        else 1))
     grid_parts = chunk(cells, _n_chunks(runner, len(cells), len(rows_cfg), None))
     train_tasks = [(k, part) for k in range(len(windows)) for part in per_window]
     total = len(train_tasks) + len(grid_parts) + len(windows) + 1

@@ -150,3 +150,30 @@ def test_exact_delta_ties_go_to_the_nearer_dte_then_the_higher_strike_then_the_f
             want = select_in_band(calls, dte, 1.5, 0.25, 0.05)
             assert want is not None and snapshot(table, int(chosen[k]), "BTC") == want
         check_grid(market, [cfg, replace(cfg, target_delta=0.2501)])
+
+
+@pytest.mark.parametrize("kw,start,end", [
+    (dict(underlying="BTC", start="2024-01-01", end="2024-06-01", decision_interval_bars=4), "2024-02-03",
+     "2024-03-04"),
+    (dict(underlying="SOL", start="2023-01-01", end="2023-06-01", timeframe="4h", decision_interval_bars=3,
+          dte_tolerance=1), "2023-02-01T04:00Z", "2023-02-15T08:30Z"),
+    (dict(underlying="ETH", start="2022-01-01", end="2022-06-01", timeframe="1d", decision_interval_bars=1,
+          dte_tolerance=3), "2022-03-01", "2022-04-11"),
+])
+def test_window_metrics_equal_each_cells_run_window(kw, start, end):
+    """The walk-forward's training measure on columns equals run_window cell by cell: the curve
+    cut at the window's end, only the calls closed by then as trades."""
+    from sim.sweep import run_window
+
+    base = CallSimulationConfig(**kw)
+    cells = [replace(base, target_delta=d, target_dte=n) for d in (0.15, 0.3) for n in (2, 7, 20)]
+    start, end = (pd.Timestamp(x).tz_localize("UTC") if pd.Timestamp(x).tz is None else pd.Timestamp(x)
+                  for x in (start, end))
+    got = grid.window_metrics(DEMO, cells, start, end)
+    opened_past_end = 0
+    for cfg, (metrics, n_sold) in zip(cells, got, strict=True):
+        want = run_window(DEMO, cfg, start, end)
+        assert n_sold == want.n_sold
+        assert_same_metrics(metrics, want.metrics, f"delta {cfg.target_delta} dte {cfg.target_dte}")
+        opened_past_end += want.n_sold - len(want.trades)
+    assert opened_past_end > 0  # some calls were still open at the cut: left out of the trades
