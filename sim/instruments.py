@@ -110,6 +110,11 @@ def instrument_name(
     return f"{prefix}-{format_expiry_code(expiry)}-{format_strike(strike)}-{cp}"
 
 
+@functools.lru_cache(maxsize=16384)  # a few thousand expiry codes cover every chain; building a Timestamp is slow
+def _expiry_of(yy: int, mon: str, day: int) -> pd.Timestamp:
+    return pd.Timestamp(year=2000 + yy, month=_MONTH_INDEX[mon], day=day, hour=EXPIRY_HOUR_UTC, tz="UTC")
+
+
 def parse_instrument_name(name: str) -> ParsedInstrument:
     """Parse a Deribit option name (case-insensitive); raises ``ValueError`` naming the input."""
     m = _NAME_RE.match(name.strip().upper())
@@ -119,10 +124,7 @@ def parse_instrument_name(name: str) -> ParsedInstrument:
             "(expected e.g. 'BTC-27MAR26-90000-C' or 'XRP_USDC-25SEP26-1d52-C')"
         )
     try:
-        expiry = pd.Timestamp(
-            year=2000 + int(m["yy"]), month=_MONTH_INDEX[m["mon"]], day=int(m["day"]),
-            hour=EXPIRY_HOUR_UTC, tz="UTC",
-        )
+        expiry = _expiry_of(int(m["yy"]), m["mon"], int(m["day"]))
     except ValueError as exc:  # e.g. 31FEB26: a well-formed name with an impossible date
         raise ValueError(f"instrument_name={name!r} has an invalid expiry date: {exc}") from None
     strike = float(m["strike"].replace("D", "."))
