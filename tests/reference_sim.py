@@ -68,6 +68,16 @@ def reference_backtest(source, cfg: CallSimulationConfig, policy=None) -> tuple[
     equity, hodl, stamps = [], [], []
     last_close_time = cfg.end
     decision_list = sorted(decisions)
+
+    def close(leg: dict, when: pd.Timestamp, price: float, fee: float, s_c: float, coins: float, cash: float):
+        """Pay ``size * (price + fee)`` (coin inverse, USD linear) and record the trade."""
+        flow = size * (price + fee)
+        coins, cash = (coins - flow, cash) if inverse else (coins, cash - flow)
+        net = leg["price"] - leg["fee"] - price - fee
+        trades.append({"instrument_name": leg["name"], "open_time": leg["time"], "close_time": when,
+                       "close_price": price, "pnl_vs_hodl": size * net * (s_c if inverse else 1.0),
+                       "pnl_coin": size * net * (1.0 if inverse else 1.0 / s_c)})
+        return coins, cash
     for t, s in zip(times, spots, strict=True):
         if t > cfg.end and open_leg is None and t > last_close_time:
             break
@@ -87,15 +97,7 @@ def reference_backtest(source, cfg: CallSimulationConfig, policy=None) -> tuple[
                 s_c = s
                 back = open_leg["marks"].get(t, open_leg["open_mark"])
             bfee = _fee(back, s_c, cfg)
-            flow = size * (back + bfee)
-            if inverse:
-                coins -= flow
-            else:
-                cash -= flow
-            net = open_leg["price"] - open_leg["fee"] - back - bfee
-            trades.append({"instrument_name": open_leg["name"], "open_time": open_leg["time"], "close_time": t,
-                           "close_price": back, "pnl_vs_hodl": size * net * (s_c if inverse else 1.0),
-                           "pnl_coin": size * net * (1.0 if inverse else 1.0 / s_c)})
+            coins, cash = close(open_leg, t, back, bfee, s_c, coins, cash)
             last_close_time = t
             open_leg = None
         # settle
@@ -108,16 +110,7 @@ def reference_backtest(source, cfg: CallSimulationConfig, policy=None) -> tuple[
                 dfee = min(cfg.delivery_fee_rate, cap) if inverse else min(cfg.delivery_fee_rate * s_t, cap)
             else:
                 dfee = 0.0
-            flow = size * (payoff + dfee)
-            if inverse:
-                coins -= flow
-            else:
-                cash -= flow
-            net = open_leg["price"] - open_leg["fee"] - payoff - dfee
-            trades.append({"instrument_name": open_leg["name"], "open_time": open_leg["time"],
-                           "close_time": open_leg["expiry"], "close_price": payoff,
-                           "pnl_vs_hodl": size * net * (s_t if inverse else 1.0),
-                           "pnl_coin": size * net * (1.0 if inverse else 1.0 / s_t)})
+            coins, cash = close(open_leg, open_leg["expiry"], payoff, dfee, s_t, coins, cash)
             last_close_time = open_leg["expiry"]
             open_leg = None
         # decide
