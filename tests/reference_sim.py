@@ -69,7 +69,7 @@ def reference_backtest(source, cfg: CallSimulationConfig, policy=None) -> tuple[
     last_close_time = cfg.end
     decision_list = sorted(decisions)
 
-    def close(leg: dict, when: pd.Timestamp, price: float, fee: float, s_c: float, coins: float, cash: float):
+    def pay_close(leg: dict, when: pd.Timestamp, price: float, fee: float, s_c: float, coins: float, cash: float):
         """Pay ``size * (price + fee)`` (coin inverse, USD linear) and record the trade."""
         flow = size * (price + fee)
         coins, cash = (coins - flow, cash) if inverse else (coins, cash - flow)
@@ -97,7 +97,7 @@ def reference_backtest(source, cfg: CallSimulationConfig, policy=None) -> tuple[
                 s_c = s
                 back = open_leg["marks"].get(t, open_leg["open_mark"])
             bfee = _fee(back, s_c, cfg)
-            coins, cash = close(open_leg, t, back, bfee, s_c, coins, cash)
+            coins, cash = pay_close(open_leg, t, back, bfee, s_c, coins, cash)
             last_close_time = t
             open_leg = None
         # settle
@@ -110,7 +110,7 @@ def reference_backtest(source, cfg: CallSimulationConfig, policy=None) -> tuple[
                 dfee = min(cfg.delivery_fee_rate, cap) if inverse else min(cfg.delivery_fee_rate * s_t, cap)
             else:
                 dfee = 0.0
-            coins, cash = close(open_leg, open_leg["expiry"], payoff, dfee, s_t, coins, cash)
+            coins, cash = pay_close(open_leg, open_leg["expiry"], payoff, dfee, s_t, coins, cash)
             last_close_time = open_leg["expiry"]
             open_leg = None
         # decide
