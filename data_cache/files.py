@@ -900,26 +900,84 @@ def _ohlc_frame(points: np.ndarray, o, h, lo, c, keep: np.ndarray, volume: np.nd
 _CALL_PUT = np.array(["call", "put"], dtype=object)
 
 
+class _Coded:
+    """A column kept as int16 codes into its distinct values, bit for bit (NaN and -0.0 included):
+    ``column[i]`` (an int, a slice or row numbers) gives ``values[codes[i]]``, as the plain array would."""
+
+    __slots__ = ("codes", "values")
+
+    def __init__(self, codes: np.ndarray, values: np.ndarray):
+        self.codes, self.values = codes, values
+
+    def __getitem__(self, rows):
+        return self.values[self.codes[rows]]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.values[self.codes]
+        return out if dtype is None else out.astype(dtype)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    def tolist(self) -> list:
+        return self.values[self.codes].tolist()
+
+
+def _compact(column):
+    """``column`` as a :class:`_Coded` when it has fewer than 2**15 distinct values (bit patterns), else itself."""
+    if isinstance(column, _Coded):
+        return column
+    bits = column.view(np.int64)                 # float64 and int64 alike: exact, NaN and signed zeros kept
+    distinct = pd.unique(bits)
+    if len(distinct) >= 2**15:
+        return column
+    distinct.sort()
+    codes = np.empty(len(bits), dtype=np.int16)
+    for a in range(0, len(bits), 1 << 16):      # in blocks: the search's int64 output stays small
+        codes[a:a + (1 << 16)] = np.searchsorted(distinct, bits[a:a + (1 << 16)])
+    return _Coded(codes, distinct.view(column.dtype))
+
+
+def _take(column, rows):
+    """``column[rows]`` keeping a :class:`_Coded` coded (``rows``: row numbers or a slice)."""
+    return _Coded(column.codes[rows], column.values) if isinstance(column, _Coded) else column[rows]
+
+
+def _sort_key(column) -> np.ndarray:
+    """Small integers in the order and with the ties of ``column``'s values: its codes when they are
+    (values in increasing order), else :func:`_rank`."""
+    if isinstance(column, _Coded) and (column.values[1:] > column.values[:-1]).all():
+        return column.codes
+    return _rank(np.asarray(column))
+
+
+_CODED = ("ns", "strike", "bid", "ask", "iv", "fwd", "index")   # columns with few distinct values, usually
+
+
 class _Group:
     """The rows of one instrument prefix (``BTC``, ``SOL_USDC``), sorted by snapshot time then expiry."""
 
     def __init__(self, rows: Rows, names: np.ndarray):
         """``rows``: the group's columns (``name_code`` and ``is_put`` in place of the text columns);
         ``names``: the instrument name of each name code."""
-        self.ns = rows["ns"]                                   # sorted: each snapshot's rows are one run
-        self.snap_start = np.flatnonzero(np.r_[True, self.ns[1:] != self.ns[:-1]]) if len(self.ns) else \
-            np.empty(0, dtype=np.int64)
-        self.snap_ns = self.ns[self.snap_start]
-        self.snap_end = np.append(self.snap_start[1:], len(self.ns))
+        ns = np.asarray(rows["ns"])                            # sorted: each snapshot's rows are one run
+        self.snap_start = np.flatnonzero(np.r_[True, ns[1:] != ns[:-1]]) if len(ns) else np.empty(0, dtype=np.int64)
+        self.snap_ns = ns[self.snap_start]
+        self.snap_end = np.append(self.snap_start[1:], len(ns))
         self._names, self._name_code, self._is_put = names, rows["name_code"], rows["is_put"]
-        self.strike, self.expiry = rows["strike"], rows["expiry"]
-        self.bid, self.ask, self.mark = rows["bid"], rows["ask"], rows["mark"]
-        self.iv, self.delta, self.fwd, self.index = rows["iv"], rows["delta"], rows["fwd"], rows["index"]
+        self.expiry = rows["expiry"]                           # sorted inside each snapshot: searched, kept whole
+        index = rows["index"]
         # the index per snapshot (median over its rows, NaN ignored as pandas' groupby median does), USD
-        self.snap_index = np.array([np.nanmedian(self.index[a:b]) if np.isnan(self.index[a:b]).any()
-                                    else np.median(self.index[a:b])
+        self.snap_index = np.array([np.nanmedian(index[a:b]) if np.isnan(index[a:b]).any() else np.median(index[a:b])
                                     for a, b in zip(self.snap_start.tolist(), self.snap_end.tolist(), strict=True)],
                                    dtype=float)
+        # columns with few distinct values (times, strikes, quotes, IVs, forwards, index) as codes into them
+        self.ns, self.strike, self.bid, self.ask, self.mark, self.iv, self.delta, self.fwd, self.index = (
+            _compact(rows[name]) for name in ("ns", "strike", "bid", "ask", "mark", "iv", "delta", "fwd", "index"))
 
     def names_at(self, rows) -> np.ndarray:
         """The instrument names of ``rows`` (a slice or row numbers), an object array."""
@@ -1023,21 +1081,25 @@ def _groups(parts: list[Rows], paths: list[Path]) -> dict[str, _Group]:
     code_prefix, prefixes = pd.factorize(np.array([str(u).split("-", 1)[0].upper() for u in names_u.tolist()],
                                                   dtype=object), sort=True)
     prefix_code = code_prefix.astype(np.int16 if len(prefixes) < 2**15 else np.int64)[rows["name_code"]]
+    fill_index = bool(np.isnan(rows["index"]).any())   # no index column: filled below, in sorted order
+    for name in _CODED:                      # codes before the sort: less to sort and to copy
+        if not (fill_index and name in ("ns", "fwd", "index")):
+            rows[name] = _compact(rows[name])
     # sorted on ranks (small integers, same order and ties): the sort's buffers stay small
-    order = np.lexsort((rows["is_put"], _rank(rows["strike"]), _rank(rows["expiry"]), _rank(rows["ns"]),
-                        prefix_code))       # call before put
+    order = np.lexsort((rows["is_put"], _sort_key(rows["strike"]), _sort_key(rows["expiry"]),
+                        _sort_key(rows["ns"]), prefix_code))       # call before put
     if not (order[1:] > order[:-1]).all():   # a permutation in increasing order is the identity: no copies
         for name in list(rows):
-            rows[name] = rows[name][order]
+            rows[name] = _take(rows[name], order)
         prefix_code = prefix_code[order]
-    index = rows["index"]
-    if np.isnan(index).any():  # no index column: the forward of the nearest expiry stands in
-        ns = rows["ns"]
+    del order
+    if fill_index:  # the forward of the snapshot's nearest expiry stands in for the index
+        ns, index = rows["ns"], rows["index"]
         starts = np.flatnonzero(np.r_[True, (ns[1:] != ns[:-1]) | (prefix_code[1:] != prefix_code[:-1])])
         first = np.repeat(rows["fwd"][starts], np.diff(np.r_[starts, len(ns)]))
         rows["index"] = np.where(np.isnan(index), first, index)
-    bounds = np.searchsorted(prefix_code, np.arange(len(prefixes) + 1))
-    return {str(p): _Group({name: col[bounds[k]:bounds[k + 1]] for name, col in rows.items()}, names_u)
+    bounds = np.searchsorted(prefix_code, np.arange(len(prefixes) + 1)).tolist()
+    return {str(p): _Group({name: _take(col, slice(bounds[k], bounds[k + 1])) for name, col in rows.items()}, names_u)
             for k, p in enumerate(prefixes) if bounds[k + 1] > bounds[k]}   # a code of dropped rows only: no group
 
 
