@@ -389,3 +389,22 @@ def test_tardis_files_inverse_and_linear(tmp_path, timeframe):
         check_marks(source, underlying, seed=10, n_names=5, timeframes=("15m", "1h", "4h"))
     sol = source.get_chain_table("SOL", np.array([1591574400000000000 + 5 * HOUR]), np.array([0]), np.array([2**62]))
     assert sol["settlement"].tolist() == ["linear"] and sol["instrument_name"].tolist() == ["SOL_USDC-9JUN20-20-C"]
+
+
+def test_coded_columns_give_back_the_same_bits():
+    """A column kept as codes into its distinct values reads back bit for bit (NaN, -0.0, 0.0 apart)
+    by row, slice and row numbers; one with too many distinct values stays a plain array."""
+    from data_cache.files import _Coded, _compact, _sort_key, _take
+    col = np.array([2.5, np.nan, -0.0, 0.0, 2.5, 1e-300, -7.0, np.nan, 0.0])
+    coded = _compact(col)
+    assert isinstance(coded, _Coded) and coded.codes.dtype == np.int16 and len(coded) == len(col)
+    for rows in (slice(None), slice(2, 5), np.array([8, 0, 2, 3]), 2, 3, 1):
+        np.testing.assert_array_equal(np.asarray(coded[rows]).view(np.int64), np.asarray(col[rows]).view(np.int64))
+    assert coded.tolist() == pytest.approx(col.tolist(), nan_ok=True) and coded.dtype == col.dtype
+    np.testing.assert_array_equal(np.asarray(_take(coded, np.array([6, 0]))), col[[6, 0]])
+    many = np.arange(40_000, dtype=np.float64)
+    assert _compact(many) is many
+    ints = _compact(np.array([30, 10, 20, 10], dtype=np.int64))
+    assert _sort_key(ints).tolist() == [2, 0, 1, 0]
+    negatives = _compact(np.array([-1.0, -3.0, 2.0]))       # bit order is not numeric order here: ranks instead
+    assert _sort_key(negatives).tolist() == [1, 0, 2]
