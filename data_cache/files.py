@@ -438,7 +438,7 @@ def _check_unique(path: Path, ns: np.ndarray, codes: np.ndarray, names: np.ndarr
     if len(ns):   # rows are sorted by time: a repeated (time, name) pair shows in one sort of integers
         width = int(codes.max()) + 1
         small = (int(np.count_nonzero(ns[1:] != ns[:-1])) + 1) * width < 2**31
-        key = np.cumsum(np.r_[0, ns[1:] != ns[:-1]], dtype=np.int32 if small else np.int64)
+        key = np.cumsum(np.concatenate(([False], ns[1:] != ns[:-1])), dtype=np.int32 if small else np.int64)
         key *= width
         key += codes
         key.sort()
@@ -456,6 +456,12 @@ def _check_iv_unit(path: Path, iv: np.ndarray, col: str, percent: bool, lines: n
     usable = np.isfinite(iv) & (iv > 0)
     finite = iv if usable.all() else iv[usable]
     if not len(finite):
+        return
+    # The median is past the limit exactly when more than half the values are (n odd); with n even, when
+    # more than half are, and maybe when exactly half are: only then (or to say it) is it computed (a copy).
+    n, half = len(finite), len(finite) // 2
+    beyond = int(np.count_nonzero(finite < 3.0)) if percent else int(np.count_nonzero(finite > 5.0))
+    if beyond < half or (beyond == half and n % 2):
         return
     med = float(np.median(finite))
     i = int(np.argmax(usable))
