@@ -596,11 +596,18 @@ def _release_freed_memory() -> None:
 
     pyarrow's parse buffers are many small blocks freed together; without this the process keeps
     them as resident memory while the columns are checked and sorted into fresh arrays."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
     try:
         import ctypes
-        ctypes.CDLL(None).malloc_trim(0)
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError, TypeError):  # pragma: no cover - not glibc
-        pass
+        return None
 
 
 _STRIKE = "a strike > 0"
