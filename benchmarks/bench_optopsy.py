@@ -14,9 +14,11 @@ times made tz-naive, which its dtype check requires), then ``optopsy.short_calls
 ``--variant dte`` buckets by DTE only.
 
 Each measurement is one subprocess, started and reaped here: wall time from spawn to exit (Python
-start, imports, load, run) and the child's peak RSS from ``os.wait4``'s rusage. Runs alternate
+start, imports, load, run), the child's CPU time (user + system: steadier than wall time on a shared
+machine) and its peak RSS, both from ``os.wait4``'s rusage. Runs alternate
 ours / optopsy so both see the same machine load; the figures are medians over the runs.
-``--repo DIR`` runs ours from another checkout (a "before" tree) with the same interpreter.
+``--repo DIR`` runs ours from another checkout with the same interpreter; ``--before DIR`` adds that
+checkout as an "ours before" row beside the others (e.g. ``git archive <commit> | tar -x -C DIR``).
 ``--same-stack`` adds a third row: optopsy's package run by *our* interpreter (pandas 3.1.1 with
 pyarrow 26 importable, so pandas loads pyarrow and keeps text as Arrow strings, as ours does),
 which separates what the libraries under both cost from what each program does.
@@ -60,8 +62,9 @@ def optopsy_worker(chain: str, variant: str) -> None:
     print(f"optopsy {op.__version__}: {len(data):,} rows loaded, {len(out)} buckets", file=sys.stderr)
 
 
-def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, str]:
-    """``(wall seconds, peak RSS MiB, last stderr line)`` of one fresh process running ``cmd``."""
+def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, float, str]:
+    """``(wall seconds, CPU seconds (user + system), peak RSS MiB, last stderr line)`` of one fresh
+    process running ``cmd``."""
     with tempfile.TemporaryFile() as err, open(os.devnull, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env)
@@ -72,7 +75,7 @@ def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, 
         text = err.read().decode(errors="replace").strip()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {text[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, text.splitlines()[-1] if text else ""
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text.splitlines()[-1] if text else ""
 
 
 def main() -> None:
@@ -82,6 +85,7 @@ def main() -> None:
     ap.add_argument("--optopsy-python", default=os.environ.get("OPTOPSY_PYTHON", "/tmp/optvenv/bin/python"))
     ap.add_argument("--variant", choices=["dte_delta", "dte"], default="dte_delta")
     ap.add_argument("--repo", default=str(ROOT), help="checkout whose `python -m sim` is measured as ours")
+    ap.add_argument("--before", help="another checkout measured as an extra 'ours before' row")
     ap.add_argument("--skip-optopsy", action="store_true")
     ap.add_argument("--same-stack", action="store_true", help="also run optopsy with our interpreter and libraries")
     ap.add_argument("--optopsy-worker", nargs=2, metavar=("CHAIN", "VARIANT"), help=argparse.SUPPRESS)
@@ -96,7 +100,8 @@ def main() -> None:
     opt_cmd = [args.optopsy_python, str(Path(__file__).resolve()), "--optopsy-worker", str(chain), args.variant]
     if not args.skip_optopsy and not Path(args.optopsy_python).exists():
         sys.exit(f"{args.optopsy_python} not found: make optopsy's venv (see the module doc) or pass --skip-optopsy")
-    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "optopsy": [], "optopsy-same-stack": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"ours before": [], "ours": [], "optopsy": [],
+                                                  "optopsy-same-stack": []}
     notes = {}
     with tempfile.TemporaryDirectory() as only_optopsy:
         same_env = None
@@ -106,26 +111,28 @@ def main() -> None:
             os.symlink(pkg, Path(only_optopsy) / "optopsy")
             same_env = {**os.environ, "PYTHONPATH": only_optopsy}
         for _ in range(args.runs):
-            wall, rss, _ = measure(ours_cmd, Path(args.repo))
-            runs["ours"].append((wall, rss))
+            if args.before:
+                runs["ours before"].append(measure(ours_cmd, Path(args.before))[:3])
+            runs["ours"].append(measure(ours_cmd, Path(args.repo))[:3])
             if not args.skip_optopsy:
-                wall, rss, note = measure(opt_cmd, ROOT)
-                runs["optopsy"].append((wall, rss))
-                notes["optopsy"] = note
+                *got, notes["optopsy"] = measure(opt_cmd, ROOT)
+                runs["optopsy"].append(tuple(got))
             if same_env is not None:
-                wall, rss, _ = measure([sys.executable, *opt_cmd[1:]], Path(only_optopsy), same_env)
-                runs["optopsy-same-stack"].append((wall, rss))
+                runs["optopsy-same-stack"].append(measure([sys.executable, *opt_cmd[1:]], Path(only_optopsy),
+                                                          same_env)[:3])
     print(f"file: {chain.name} ({chain.stat().st_size / 1e6:.1f} MB gzip); {args.runs} fresh processes each, "
           "medians (min-max)")
     for who, got in runs.items():
         if not got:
             continue
-        walls, rsss = [w for w, _ in got], [r for _, r in got]
-        label = {"ours": "ours: python -m sim backtest --source files",
+        walls, cpus, rsss = ([g[k] for g in got] for k in range(3))
+        label = {"ours before": f"ours before ({Path(args.before or '.').name})",
+                 "ours": "ours: python -m sim backtest --source files",
                  "optopsy": f"optopsy: csv_data + short_calls ({args.variant})",
                  "optopsy-same-stack": "optopsy, our interpreter and libraries"}[who]
-        print(f"{label:48s} {statistics.median(walls):6.2f} s ({min(walls):.2f}-{max(walls):.2f})   "
-              f"peak RSS {statistics.median(rsss):6.1f} MiB ({min(rsss):.1f}-{max(rsss):.1f})")
+        print(f"{label:44s} wall {statistics.median(walls):5.2f} s ({min(walls):.2f}-{max(walls):.2f})  "
+              f"CPU {statistics.median(cpus):5.2f} s  peak RSS {statistics.median(rsss):6.1f} MiB "
+              f"({min(rsss):.1f}-{max(rsss):.1f})")
     if "optopsy" in notes:
         print(notes["optopsy"])
 
