@@ -22,6 +22,12 @@ checkout as an "ours before" row beside the others (e.g. ``git archive <commit> 
 ``--same-stack`` adds a third row: optopsy's package run by *our* interpreter (pandas 3.1.1 with
 pyarrow 26 importable, so pandas loads pyarrow and keeps text as Arrow strings, as ours does),
 which separates what the libraries under both cost from what each program does.
+
+Measured 2026-12-02 on the shared 2-core machine (5 interleaved runs, medians; ``before`` = commit
+e12f14f, before the lean loader): ours before 269 MiB, 1.3-2.2 s; ours 144.5 MiB, 1.1-1.2 s;
+optopsy 146.6 MiB, 3.0 s; optopsy on our interpreter and libraries 213.5 MiB, 3.3 s. Of ours,
+~119 MiB is the process before it reads a byte (``import covered_call_lab.cli``: pandas with
+pyarrow, which pandas 3 loads when installed, ~104 MiB); optopsy's venv starts at ~67 MiB.
 """
 
 from __future__ import annotations
