@@ -35,9 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-from tqdm import tqdm
+import pyarrow as pa  # pandas 3 has loaded it already: free here
 
 from sim import samples, schedule
 from sim.cli_args import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _fail, one_line
@@ -138,6 +136,8 @@ def write_part(folder: Path, month: str, frame) -> Path:
     table = pa.Table.from_pandas(frame, schema=SCHEMA, preserve_index=False)
     final = part_path(folder, month)
     tmp = final.with_name(f".{final.name}.tmp")
+    import pyarrow.parquet as pq  # only when writing: keeps the CLI's start light (~6 MiB, ~20 ms)
+
     pq.write_table(table, tmp)
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -171,6 +171,8 @@ def write_samples(folder: Path, config: CallSimulationConfig, source, show_progr
     """
     t0 = time.perf_counter()
     already = prepare_folder(folder, config, source)
+    from tqdm import tqdm  # only for a samples run
+
     bar = tqdm(total=1.0, unit="", file=sys.stderr, disable=not (sys.stderr.isatty() if show_progress is None
                                                                  else show_progress),
                bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}", desc="samples")

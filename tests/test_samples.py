@@ -268,7 +268,7 @@ def test_a_killed_run_resumes_without_duplicates(tmp_path, monkeypatch, capsys):
 def test_a_crash_while_writing_leaves_no_half_part(tmp_path, monkeypatch):
     cfg = CallSimulationConfig(**SHORT)
     out = tmp_path / "s.parquet"
-    real = samples_cmd.pq.write_table
+    real = pq.write_table
     calls = []
 
     def write_then_die(table, where, **kw):
@@ -279,12 +279,12 @@ def test_a_crash_while_writing_leaves_no_half_part(tmp_path, monkeypatch):
             raise Killed("killed while writing")
         return real(table, where, **kw)
 
-    monkeypatch.setattr(samples_cmd.pq, "write_table", write_then_die)
+    monkeypatch.setattr(pq, "write_table", write_then_die)
     with pytest.raises(Killed):
         samples_cmd.run(_args(out), cfg, DEMO)
     assert [p.name for p in out.glob("part-*")] == ["part-2024-01.parquet"]
     assert pd.read_parquet(out).shape[0] > 0          # the leftover temporary file is not part of the dataset
-    monkeypatch.setattr(samples_cmd.pq, "write_table", real)
+    monkeypatch.setattr(pq, "write_table", real)
     assert samples_cmd.run(_args(out), cfg, DEMO) == 0
     assert not list(out.glob(".*.tmp"))
     pd.testing.assert_frame_equal(_read(out), _read_fresh(tmp_path, cfg))
