@@ -262,6 +262,20 @@ class DemoMarket:
         frame = {"open": o, "high": h, "low": lo, "close": c, "volume": volume.reshape(nb, m).sum(axis=1)}
         return pd.DataFrame(frame, index=_utc_index(_EPOCH_NS + (m0 + np.arange(nb) * m) * _MIN_NS))
 
+    def get_spot_closes(self, underlying: str, start: pd.Timestamp, end: pd.Timestamp,
+                        timeframe: Timeframe) -> tuple[np.ndarray, np.ndarray]:
+        """The spot on bar instants as arrays (the optional bulk method of :mod:`sim.data_source`):
+        ``(ns, spot)``, the bar starts of :meth:`get_spot_ohlc` and the last bar's end (int64 ns,
+        UTC), the first bar's open then every bar's close (USD), the same numbers, from the
+        boundary minutes alone (no minute path in between is exponentiated or aggregated)."""
+        sym = self._symbol(underlying)
+        m0, nb, m = self._bars(start, end, timeframe)
+        if nb == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        minutes = m0 + np.arange(nb + 1) * m
+        prices, _, _ = self._boundary_points(sym, minutes)
+        return _EPOCH_NS + minutes * _MIN_NS, prices
+
     def spot_at(self, underlying: str, times) -> np.ndarray:
         """Spot in USD at each of ``times`` (a timestamp or array-like of them; naive = UTC).
 

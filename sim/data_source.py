@@ -31,6 +31,10 @@ Conventions for every implementation:
   closes)``: the ``close`` column of ``get_option_ohlc`` for the same arguments as a float array
   (settlement unit per coin) and the instants each close is the price at (bar start + bar length,
   int64 ns), element for element; the simulator's panel falls back to ``get_option_ohlc``.
+- Optional bulk method ``get_spot_closes(underlying, start, end, timeframe) -> (ns, spot)``: the
+  spot on bar instants as arrays, ``ns`` the bar starts of ``get_spot_ohlc`` plus the last bar's
+  end (int64 ns, UTC) and ``spot`` the first bar's open then every bar's close (USD), element for
+  element; the panel falls back to ``get_spot_ohlc``.
 - Optional bulk method ``get_option_marks_batch(instrument_names, start_ns, end_ns, timeframe)
   -> (offsets, close_ns, closes)``: many mark paths in one call, in CSR form. Item ``i`` is
   ``get_option_marks(instrument_names[i], start_ns[i], end_ns[i], timeframe)`` (``start_ns``,

@@ -257,7 +257,17 @@ class MarketPanel:
 
 def load_spot(source, underlying: str, start: pd.Timestamp, end: pd.Timestamp, timeframe: str,
               bar: pd.Timedelta) -> tuple[np.ndarray, np.ndarray]:
-    """``(ns, spot)`` at bar instants from ``start`` to ``end`` or the end of the source's data."""
+    """``(ns, spot)`` at bar instants from ``start`` to ``end`` or the end of the source's data:
+    the first bar's open at its start, then each bar's close at its end (the source's optional
+    ``get_spot_closes`` when it has one, else from ``get_spot_ohlc``)."""
+    bulk = getattr(source, "get_spot_closes", None)
+    if bulk is not None:
+        ns, spot = bulk(underlying, start, end, timeframe)
+        ns, spot = np.asarray(ns, dtype=np.int64), np.asarray(spot, dtype=float)
+        if len(ns) >= 2:
+            return ns, spot
+        raise ValueError(f"no spot data for {underlying} between {start:%Y-%m-%d %H:%M} and "
+                         f"{end:%Y-%m-%d %H:%M} UTC")
     ohlc = source.get_spot_ohlc(underlying, start, end, timeframe)
     if ohlc.empty:
         raise ValueError(f"no spot data for {underlying} between {start:%Y-%m-%d %H:%M} and "

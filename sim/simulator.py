@@ -239,9 +239,11 @@ class CoveredCallSimulator:
     # ------------------------------------------------------------------ one trade
 
     def _sale(self, option: OptionSnapshot, size: float, market: MarketPanel, buyback_at: pd.Timestamp | None,
-              note: str = "") -> _Sale:
+              note: str = "", flows: bool = True) -> _Sale:
         """Sell ``option`` on ``size`` coins at its ``as_of``; close at expiry or buy back at
-        ``buyback_at``. Raises :class:`CannotSettle` when the data cannot close it."""
+        ``buyback_at``. Raises :class:`CannotSettle` when the data cannot close it. ``flows=False``
+        (a walk that needs no position state) leaves a held-to-expiry call's close price, fee and
+        flows to :meth:`_legs`, which prices them for all sales at once (NaN until then)."""
         cfg = self.config
         t_open = option.as_of
         j_open = market.index_at_or_after(t_open)
@@ -254,6 +256,10 @@ class CoveredCallSimulator:
         estimate = None
         if expired:
             s_close, estimate = market.settlement(option.instrument_name, option.expiry)
+            if not flows:
+                return _Sale(option=option, j_open=j_open, j_close=j_close, t_close=t_close, expired=True,
+                             s_close=float(s_close), close_price=np.nan, fee_close=np.nan, estimate=estimate,
+                             note=note, open_flow=np.nan, close_flow=np.nan)
             close, fee = expiry_close(s_close, option.strike, expiry_kind(option.expiry) == "daily", cfg)
             close_price, fee_close = float(close[0]), float(fee[0])
         else:
@@ -289,8 +295,16 @@ class CoveredCallSimulator:
         offsets, marks = market.mark_paths([o.instrument_name for o in opts], np.array([o.as_of.value for o in opts]),
                                            np.array([s.t_close.value for s in sales]), j_open, j_close, mark)
         s_close = np.array([s.s_close for s in sales])
-        out = outcomes(market.spot, j_open, j_close, offsets, marks, price, fee_open,
-                       np.array([s.close_price for s in sales]), np.array([s.fee_close for s in sales]),
+        close_price = np.array([s.close_price for s in sales])
+        fee_close = np.array([s.fee_close for s in sales])
+        todo = np.flatnonzero(np.isnan(close_price))  # held to expiry, priced here (_sale with flows=False)
+        if len(todo):
+            daily = np.array([expiry_kind(opts[i].expiry) == "daily" for i in todo.tolist()])
+            close_price[todo], fee_close[todo] = expiry_close(s_close[todo], np.array([opts[i].strike for i in todo]),
+                                                              daily, cfg)
+            for i in todo.tolist():
+                sales[i].close_price, sales[i].fee_close = float(close_price[i]), float(fee_close[i])
+        out = outcomes(market.spot, j_open, j_close, offsets, marks, price, fee_open, close_price, fee_close,
                        s_open, s_close, np.array([s.expired for s in sales]), size, inverse)
         return [self._trade_leg(market, sale, out, i) for i, sale in enumerate(sales)]
 
@@ -461,17 +475,18 @@ class CoveredCallSimulator:
             buyback = None if cfg.hold_to_expiry or next_t is None or next_t >= option.expiry else next_t
             carried = "carried past end to expiry" if option.expiry > cfg.end and buyback is None else ""
             try:
-                sale = self._sale(option, size, market, buyback, note=carried)
+                sale = self._sale(option, size, market, buyback, note=carried, flows=not builtin)
             except _CannotSettle as exc:
                 no_trades.append(NoTrade(t, f"not sold: {exc}", (option,)))
                 k += 1
                 continue
             sales.append(sale)
-            net = sale.open_flow - sale.close_flow
-            if inverse:
-                coins += net
-            else:
-                cash += net
+            if not builtin:  # the state the next ask of the policy sees
+                net = sale.open_flow - sale.close_flow
+                if inverse:
+                    coins += net
+                else:
+                    cash += net
             k = int(np.searchsorted(decision_ns, sale.t_close.value, side="left"))
         legs = self._legs(sales, size, market)
         if progress is not None:
