@@ -154,22 +154,30 @@ class _Sampler:
         for t, iv in zip(todo.tolist(), self._atm_ivs(todo).tolist(), strict=True):
             self.daily_iv[t] = iv
 
-    def _spot_history(self, first: pd.Timestamp, last: pd.Timestamp) -> pd.DataFrame:
-        """Spot bars from 30 days before ``first`` to ``last``; from ``first`` when the source refuses
-        the earlier start (a chain-file source whose data starts later: those features are NaN)."""
+    def _spot_history(self, first: pd.Timestamp, last: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+        """Spot on the bar grid (:func:`sim.features.spot_grid`: instants in int64 ns, USD) from 30
+        days before ``first`` to ``last``; from ``first`` when the source refuses the earlier start
+        (a chain-file source whose data starts later: those features are NaN). Through the source's
+        optional ``get_spot_closes`` when it has one (the same numbers)."""
         cfg, source = self.config, self.source
+        bulk = getattr(source, "get_spot_closes", None)
+
+        def fetch(start: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+            if bulk is not None:
+                ns, spot = bulk(cfg.underlying, start, last, cfg.timeframe)
+                return np.asarray(ns, dtype=np.int64), np.asarray(spot, dtype=float)
+            return features.spot_grid(source.get_spot_ohlc(cfg.underlying, start, last, cfg.timeframe), cfg.bar)
+
         try:
-            return source.get_spot_ohlc(cfg.underlying, _history_start(source, first, max(features.WINDOWS_DAYS)),
-                                        last, cfg.timeframe)
+            return fetch(_history_start(source, first, max(features.WINDOWS_DAYS)))
         except ValueError:
-            return source.get_spot_ohlc(cfg.underlying, first, last, cfg.timeframe)
+            return fetch(first)
 
     def frame(self, times: pd.DatetimeIndex, tick: Callable[[pd.Timestamp, int], None]) -> pd.DataFrame:
         """The rows of decision instants ``times`` (one month's); ``tick(t, rows)`` after each."""
         cfg, source = self.config, self.source
         first, last = times[0], times[-1]
-        ohlc = self._spot_history(first, last)
-        grid_ns, spot = features.spot_grid(ohlc, cfg.bar)
+        grid_ns, spot = self._spot_history(first, last)
         floor = _history_start(source, first, features.RANK_DAYS)
         days = features.daily_instants(first, last)
         self._daily(days[(days >= floor) & (days < first)])

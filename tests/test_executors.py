@@ -34,21 +34,30 @@ DEMO = functools.partial(DemoMarket, seed=0)
 
 class KillOnceDemo(DemoMarket):
     """The demo market that kills its own process (SIGKILL, as the OOM killer would) the first time
-    any process asks it for spot bars: ``marker`` is created first, so only one process ever dies."""
+    any process asks it for spot (bars or bulk closes): ``marker`` is created first, so only one
+    process ever dies."""
 
     def __init__(self, marker: str):
         super().__init__()
         self.marker = marker
 
-    def get_spot_ohlc(self, underlying, start, end, timeframe):
+    def _die_the_first_time(self) -> None:
         try:
             fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            return super().get_spot_ohlc(underlying, start, end, timeframe)
+            return
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         os.kill(os.getpid(), signal.SIGKILL)
         raise AssertionError("unreachable")
+
+    def get_spot_ohlc(self, underlying, start, end, timeframe):
+        self._die_the_first_time()
+        return super().get_spot_ohlc(underlying, start, end, timeframe)
+
+    def get_spot_closes(self, underlying, start, end, timeframe):  # the panel's bulk spot method
+        self._die_the_first_time()
+        return super().get_spot_closes(underlying, start, end, timeframe)
 
 
 # ---------------------------------------------------------------------------- executors
