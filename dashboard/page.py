@@ -100,10 +100,12 @@ def default_workers(cpus: int | None) -> int:
     """Worker processes for the grid when ``COVERED_CALL_SWEEP_WORKERS`` is unset: none on 2 CPUs or
     fewer, else the CPUs, at most 4.
 
-    Measured on 2 CPUs (benchmarks/bench_dashboard.py, the 6 x 6 grid at 1h): in this process 5.0 s
-    for a year and 27.3 s for 2019-2026, on 2 workers 8.2 s and 33.0 s. The cells share the option
-    marks each fetches (one memo in this process, one per worker), and the server's other work
-    competes for the same two cores, so splitting the grid across them costs more than it gains.
+    Measured on 2 CPUs (benchmarks/bench_dashboard.py, the 6 x 6 grid at 1h, batched engine): a year
+    takes 0.4 s in this process and 1.1-1.9 s on 2 new workers; 2019-2026 3.1 s in this process and
+    3.1 s on 2 workers when the machine is idle, 6.2 s when other work shares the cores (3.2 s in
+    process). The cells share the option marks each fetches (one memo in this process, one per
+    worker) and the server's own work competes for the same two cores, so splitting the grid over
+    them gains nothing here.
 
     >>> default_workers(2), default_workers(8)
     (0, 4)
