@@ -153,6 +153,7 @@ def test_a_failed_backtest_is_one_line_and_offers_no_grid_and_no_what_if(monkeyp
         raise DataSourceError("deribit: cannot reach www.deribit.com (offline)\n  ![p](http://evil.example/p.png)")
 
     monkeypatch.setattr(DemoMarket, "get_spot_ohlc", offline)
+    monkeypatch.setattr(DemoMarket, "get_spot_closes", offline)  # the panel's bulk spot read
     at = run({"sell": "2024-02-10T00:00Z"})
     (error,) = at.error
     assert error.value.startswith("The backtest failed - data source 'demo': deribit\\: cannot reach")
