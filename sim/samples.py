@@ -111,6 +111,13 @@ OUTCOME_FIELDS: dict[str, str] = {
 MAX_REASONS = 5  # skipped calls whose reason a frame keeps in attrs["skipped_reasons"]
 
 
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the dtypes of :data:`COLUMNS` (converted only where a column differs: the
+    columns are built typed, and a conversion per column per month is most of a month's cost)."""
+    wrong = {c: d for c, d in COLUMNS.items() if str(frame[c].dtype) != d}
+    return frame.astype(wrong) if wrong else frame
+
+
 def empty_frame() -> pd.DataFrame:
     """A frame with no rows and the columns and dtypes of :data:`COLUMNS`."""
     return pd.DataFrame({c: pd.Series(dtype=d) for c, d in COLUMNS.items()})
@@ -252,7 +259,7 @@ class _Sampler:
         bid, ask, mark, s_open = table["bid"][rows], table["ask"][rows], table["mark"][rows], table["index"][rows]
         cols: dict[str, object] = {
             "decision_time": _utc(t_ns),
-            "instrument_name": table["instrument_name"][rows].astype(str),
+            "instrument_name": pd.array(table["instrument_name"][rows].astype(str), dtype="str"),
             "strike": strike,
             "expiry": _utc(expiry),
             "size_coin": np.full(len(rows), float(cfg.call_size)),
@@ -289,8 +296,7 @@ class _Sampler:
             "outcome_settlement_price": s_close, "outcome_settlement_estimated": estimated,
             "outcome_close_price": close_price, "outcome_fees_usd": out.fees_usd, "outcome_fees_coin": out.fees_coin,
         })
-        frame = pd.DataFrame(cols)
-        return frame[list(COLUMNS)].astype(COLUMNS)
+        return _typed(pd.DataFrame({c: cols[c] for c in COLUMNS}))
 
 
 def month_of(times: pd.DatetimeIndex) -> np.ndarray:
@@ -341,7 +347,7 @@ def what_if_samples(source: MarketDataSource, config: CallSimulationConfig,
     parts = list(what_if_samples_chunks(source, config, progress))
     frames = [f for _, f in parts if len(f)]
     out = pd.concat(frames, ignore_index=True) if frames else empty_frame()
-    out = out.astype(COLUMNS)
+    out = _typed(out)
     out.attrs = {
         "skipped": sum(f.attrs["skipped"] for _, f in parts),
         "skipped_reasons": [r for _, f in parts for r in f.attrs["skipped_reasons"]][:MAX_REASONS],
