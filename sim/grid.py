@@ -37,7 +37,7 @@ from sim import schedule
 from sim.instruments import expiry_kind
 from sim.legs import expiry_close, open_fill, outcomes
 from sim.metrics import _total_return, compute_metrics, hodl_curve_metrics, metrics_from_arrays, span_and_rate
-from sim.panel import CannotSettle, MarketPanel, build_panel
+from sim.panel import MarketPanel, build_panel
 from sim.policies import Policy, target_delta_policy
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig
@@ -102,19 +102,31 @@ def window_metrics(source, configs: Sequence[CallSimulationConfig], start: pd.Ti
     ``end`` (:func:`sim.sweep.run_window`, whose numbers these are): ``(metrics, calls sold)``.
     Nothing after ``end`` reaches the metrics: the curve is cut at ``end`` and only calls closed by
     then count as trades. One panel and one columnar run for all configs."""
-    cells = [replace(c, start=start, end=end - pd.Timedelta(1, "ns")) for c in configs]
+    cells = [window_config(c, start, end) for c in configs]
     if not cells:
         return []
     if not _columnar(cells, policy):
         out = []
         for cfg in cells:
             result = CoveredCallSimulator(source, cfg).simulate_policy(policy)
-            trades = [t for t in result.trades if t.close_time <= end]
-            metrics = compute_metrics(result.equity_curve.loc[:end], trades, cfg.risk_free_rate,
-                                      n_no_trade=len(result.no_trades))
-            out.append((metrics, len(result.trades)))
+            out.append((measure_to(result, end)[2], len(result.trades)))
         return out
     return _Grid(panel_for(source, cells), cells).metrics(cut_ns=end.value)
+
+
+def window_config(cfg: CallSimulationConfig, start: pd.Timestamp, end: pd.Timestamp) -> CallSimulationConfig:
+    """``cfg`` deciding in ``[start, end)`` only."""
+    return replace(cfg, start=start, end=end - pd.Timedelta(1, "ns"))
+
+
+def measure_to(result, end: pd.Timestamp) -> tuple[pd.DataFrame, list, dict[str, float]]:
+    """A run measured up to ``end``: ``(curve, trades, metrics)``, the equity curve's instants
+    ``<= end``, the calls closed by ``end``, and :func:`sim.metrics.compute_metrics` of those
+    (every decision without a sale counted)."""
+    curve = result.equity_curve.loc[:end]
+    trades = [t for t in result.trades if t.close_time <= end]
+    return curve, trades, compute_metrics(curve, trades, result.config.risk_free_rate,
+                                          n_no_trade=len(result.no_trades))
 
 
 def select_all(table: dict, base: np.ndarray, decision_ns: np.ndarray, cfg: CallSimulationConfig,
@@ -158,6 +170,7 @@ class _Grid:
     def __init__(self, panel: MarketPanel, configs: Sequence[CallSimulationConfig]):
         self.panel = panel
         self.configs = list(configs)
+        self._hodl_memo: dict[tuple, tuple] = {}
         base = self.configs[0]
         decision_ns = schedule.decision_times(base).as_unit("ns").asi8
         if not np.array_equal(decision_ns, panel.decision_ns):
@@ -204,20 +217,13 @@ class _Grid:
     def _settlements(self, table: dict):
         """``ok(row)``: True when the row's expiry can be settled (a positive settlement price),
         asked of the panel once per expiry, only for expiries a walk reaches."""
-        import pandas as pd  # the panel's settlement memo takes Timestamps (once per expiry)
-
-        expiry, names, memo, panel = table["expiry_ns"], table["instrument_name"], {}, self.panel
+        expiry, memo, panel = table["expiry_ns"], {}, self.panel
 
         def ok(row: int) -> bool:
             e = int(expiry[row])
             hit = memo.get(e)
             if hit is None:
-                try:
-                    panel.settlement(str(names[row]), pd.Timestamp(e, tz="UTC"))
-                    hit = True
-                except CannotSettle:
-                    hit = False
-                memo[e] = hit
+                hit = memo[e] = panel.settlement_problem(pd.Timestamp(e, tz="UTC")) is None
             return hit
 
         return ok
@@ -249,13 +255,12 @@ class _Grid:
         panel, cfg = self.panel, self.configs[0]
         if len(rows) == 0:
             return None
-        import pandas as pd
-
         expiry = table["expiry_ns"][rows]
         strike = table["strike"][rows]
         s_open = table["index"][rows]
         price, fee_open = open_fill(table["bid"][rows], table["ask"][rows], table["mark"][rows], s_open, cfg)
         uniq, inv = np.unique(expiry, return_inverse=True)
+        # every expiry here passed the walk's settlement check: the memoized price, never a raise
         settle = np.array([panel.settlement("", pd.Timestamp(int(e), tz="UTC"))[0] for e in uniq.tolist()])
         daily = np.array([expiry_kind(pd.Timestamp(int(e), tz="UTC")) == "daily" for e in uniq.tolist()])
         s_close = settle[inv]
@@ -278,6 +283,7 @@ class _Grid:
         inverse = cfg.settlement == "inverse"
         end_j = min(panel.index_at_or_after(cfg.end), len(panel.ns) - 1)
         coins0 = float(cfg.initial_spot_position)
+        i = np.empty(0, dtype=np.int64)  # the cell's legs among the priced ``rows``
         if len(sold):
             out, strike, j_open_all, j_close_all, expiry_all = legs
             i = np.searchsorted(rows, sold)
@@ -287,17 +293,15 @@ class _Grid:
         spot = panel.spot[:n]
         flows = np.zeros(n)
         liability = np.zeros(n)
-        if len(sold):
+        if len(i):
             # Open and close flows in the simulator's order (open, close, next open, ...), so a bar
             # holding one leg's settlement and the next sale sums them as it does.
             at = np.column_stack([j_open, j_close]).ravel()
             np.add.at(flows, at, np.column_stack([out.open_flow[i], -out.close_flow[i]]).ravel())
             lengths = out.offsets[i + 1] - out.offsets[i]
-            src = np.repeat(out.offsets[i], lengths) + np.arange(int(lengths.sum())) - np.repeat(
-                np.cumsum(lengths) - lengths, lengths)
-            dst = np.repeat(j_open, lengths) + np.arange(int(lengths.sum())) - np.repeat(
-                np.cumsum(lengths) - lengths, lengths)
-            liability[dst] = out.liability_usd[src]
+            local = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            src = np.repeat(out.offsets[i], lengths) + local
+            liability[np.repeat(j_open, lengths) + local] = out.liability_usd[src]
         if inverse:
             coins, cash = coins0 + np.cumsum(flows), np.zeros(n)
         else:
@@ -307,22 +311,21 @@ class _Grid:
         if cut_ns is not None:
             n = int(np.searchsorted(panel.ns[:n], cut_ns, side="right"))
             equity_usd, spot = equity_usd[:n], spot[:n]
-            if len(sold):
+            if len(i):
                 i = i[expiry_all[i] <= cut_ns]  # the calls closed by the cut (held to expiry: at expiry)
-                sold = sold[:len(i)]
         span, hodl = self._hodl(n, coins0, cfg.risk_free_rate)
         trades = {
             "size": out.size[i], "strike": strike[i], "close_spot": out.s_close[i],
             "pnl_vs_hodl": out.pnl_vs_hodl[i], "premium_usd": out.premium_usd[i],
             "premium_coin": out.premium_coin[i], "fees_usd": out.fees_usd[i], "fees_coin": out.fees_coin[i],
             "assigned": (out.close_price[i] > 0).astype(float),
-        } if len(sold) else {k: np.empty(0) for k in ("size",)}
+        } if len(i) else {"size": np.empty(0)}
         return metrics_from_arrays(span, equity_usd, equity_usd / spot, hodl, _total_return(np.full(n, coins0)),
                                    trades, cfg.risk_free_rate, no_trade)
 
     def _hodl(self, n: int, coins0: float, rf: float):
         """The span and HODL's figures of a curve of ``n`` bars (shared by the cells of that length)."""
-        memo = self.__dict__.setdefault("_hodl_memo", {})
+        memo = self._hodl_memo
         key = (n, coins0, rf)
         if key not in memo:
             span = span_and_rate(self.panel.times[:n])

@@ -45,7 +45,7 @@ class CannotSettle(LookupError):
     """The data cannot settle a call (it ends before the expiry, or has no settlement price)."""
 
 
-def _ns(index: pd.DatetimeIndex) -> np.ndarray:
+def ns_of(index: pd.DatetimeIndex) -> np.ndarray:
     """Nanoseconds since the epoch (pandas 3 indexes may be in s/ms/us units)."""
     return index.as_unit("ns").asi8
 
@@ -102,9 +102,8 @@ class MarketPanel:
         dec = table["decision"]
         bounds = np.searchsorted(dec, np.arange(len(todo) + 1), side="left")
         for i, k in enumerate(todo.tolist()):
-            rows = slice(int(bounds[i]), int(bounds[i + 1]))
-            part = {name: col[rows] for name, col in table.items()}
-            part["decision"] = np.full(rows.stop - rows.start, k, dtype=np.int64)
+            part = _rows(table, int(bounds[i]), int(bounds[i + 1]))
+            part["decision"] = np.full(len(part["decision"]), k, dtype=np.int64)
             self._chains[k] = part
 
     def chain(self, k: int) -> ChainTable:
@@ -161,7 +160,7 @@ class MarketPanel:
                 hit = (np.asarray(close_ns, dtype=np.int64), np.asarray(closes, dtype=float))
             else:
                 ohlc = self.source.get_option_ohlc(name, t_open, t_close, self.timeframe)
-                hit = (_ns(ohlc.index) + self.bar_ns, ohlc["close"].to_numpy(dtype=float))
+                hit = (ns_of(ohlc.index) + self.bar_ns, ohlc["close"].to_numpy(dtype=float))
             self._closes[key] = hit
         return hit
 
@@ -234,9 +233,8 @@ class MarketPanel:
 
     # ------------------------------------------------------------------ settlement
 
-    def settlement(self, name: str, expiry: pd.Timestamp) -> tuple[float, str | None]:
-        """Settlement price (USD) of ``expiry`` and, for an estimate, its label; raises
-        :class:`CannotSettle` (naming ``name``) when the source has none."""
+    def _settled(self, expiry: pd.Timestamp) -> tuple:
+        """``(price, label)`` for a settleable expiry, ``(None, why not)`` otherwise; memoized."""
         hit = self._settle.get(expiry.value)
         if hit is None:
             when = f"{expiry:%Y-%m-%d %H:%M} UTC"
@@ -250,6 +248,17 @@ class MarketPanel:
                 else:
                     hit = (None, f"settlement price {price!r} for {when} is not a positive number")
             self._settle[expiry.value] = hit
+        return hit
+
+    def settlement_problem(self, expiry: pd.Timestamp) -> str | None:
+        """Why the data cannot settle ``expiry`` (no or no positive settlement price), or None."""
+        price, why = self._settled(expiry)
+        return why if price is None else None
+
+    def settlement(self, name: str, expiry: pd.Timestamp) -> tuple[float, str | None]:
+        """Settlement price (USD) of ``expiry`` and, for an estimate, its label; raises
+        :class:`CannotSettle` (naming ``name``) when the source has none."""
+        hit = self._settled(expiry)
         if hit[0] is None:
             raise CannotSettle(f"{name}: {hit[1]}")
         return hit
@@ -272,7 +281,7 @@ def load_spot(source, underlying: str, start: pd.Timestamp, end: pd.Timestamp, t
     if ohlc.empty:
         raise ValueError(f"no spot data for {underlying} between {start:%Y-%m-%d %H:%M} and "
                          f"{end:%Y-%m-%d %H:%M} UTC")
-    bar_starts = _ns(ohlc.index)
+    bar_starts = ns_of(ohlc.index)
     ns = np.append(bar_starts, bar_starts[-1] + bar.value)
     spot = np.concatenate([[float(ohlc["open"].iloc[0])], ohlc["close"].to_numpy(dtype=float)])
     return ns, spot
@@ -289,7 +298,7 @@ def build_panel(source, cfg: CallSimulationConfig, dtes: Sequence[float] | None 
     if end is None:
         end = max(schedule.horizon(cfg if d == cfg.target_dte else replace(cfg, target_dte=d)) for d in dtes)
     ns, spot = load_spot(source, cfg.underlying, start, end, cfg.timeframe, cfg.bar)
-    decision_ns = _ns(schedule.decision_times(cfg))
+    decision_ns = ns_of(schedule.decision_times(cfg))
     bands = [schedule.band_ns(decision_ns, d, cfg.dte_tolerance) for d in dtes]
     lo = np.minimum.reduce([b[0] for b in bands])
     hi = np.maximum.reduce([b[1] for b in bands])

@@ -75,7 +75,7 @@ from sim import features, schedule
 from sim.data_source import MarketDataSource, chain_table
 from sim.instruments import expiry_kind
 from sim.legs import expiry_close, open_fill, outcomes
-from sim.panel import CannotSettle, build_panel
+from sim.panel import build_panel
 from sim.types import CallSimulationConfig
 
 ProgressCallback = Callable[[float, str], None]
@@ -222,13 +222,7 @@ class _Sampler:
         The settlement is asked once per expiry."""
         expiry = table["expiry_ns"][rows]
         after = np.searchsorted(panel.ns, expiry, side="left") >= len(panel.ns)
-        why_of: dict[int, str | None] = {}
-        for ex in np.unique(expiry[~after]).tolist():
-            try:
-                panel.settlement("", pd.Timestamp(ex, tz="UTC"))
-                why_of[ex] = None
-            except CannotSettle as exc:
-                why_of[ex] = str(exc).split(": ", 1)[1]
+        why_of = {ex: panel.settlement_problem(pd.Timestamp(ex, tz="UTC")) for ex in np.unique(expiry[~after]).tolist()}
         unsettled = np.array([why_of.get(ex) is not None for ex in expiry.tolist()], dtype=bool) & ~after
         bad = np.flatnonzero(after | unsettled)
         reasons: list[str] = []

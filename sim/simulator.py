@@ -39,7 +39,7 @@ from sim.fees import trade_fee_per_coin
 from sim.instruments import expiry_kind
 from sim.legs import buy_fill, expiry_close, open_fill, outcomes
 from sim.metrics import compute_metrics
-from sim.panel import CannotSettle, MarketPanel, build_panel, load_spot
+from sim.panel import CannotSettle, MarketPanel, build_panel, load_spot, ns_of
 from sim.policies import Policy, select_in_band, target_delta_policy
 from sim.types import (
     CallSimulationConfig,
@@ -54,17 +54,9 @@ from sim.validation import ConfigError, parse_iso_utc
 ProgressCallback = Callable[[float, str], None]
 
 
-def _ns(index: pd.DatetimeIndex) -> np.ndarray:
-    """Nanoseconds since the epoch (pandas 3 indexes may be in s/ms/us units)."""
-    return index.as_unit("ns").asi8
-
-
 class PolicyError(RuntimeError):
     """A policy raised, or returned something that is not one of its candidates. The message names
     the policy and the decision time."""
-
-
-_CannotSettle = CannotSettle
 
 
 class NoCandidateError(LookupError):
@@ -251,7 +243,7 @@ class CoveredCallSimulator:
         t_close = option.expiry if expired else buyback_at
         j_close = market.index_at_or_after(t_close)
         if j_close >= len(market.ns):
-            raise _CannotSettle(f"{option.instrument_name} closes at {t_close:%Y-%m-%d %H:%M} UTC, after the "
+            raise CannotSettle(f"{option.instrument_name} closes at {t_close:%Y-%m-%d %H:%M} UTC, after the "
                                 f"market data ends ({market.last:%Y-%m-%d %H:%M} UTC)")
         estimate = None
         if expired:
@@ -408,7 +400,7 @@ class CoveredCallSimulator:
         market = self._load_market(t, option.expiry + 2 * cfg.bar)
         try:
             sale = self._sale(option, size, market, buyback_at=None)
-        except _CannotSettle as exc:
+        except CannotSettle as exc:
             raise NoCandidateError(f"{t.isoformat()}: {exc}", t) from None
         return self._legs([sale], size, market)[0].trade
 
@@ -425,7 +417,7 @@ class CoveredCallSimulator:
         cfg = self.config
         market = self._market_for_policy()
         decisions = self._generate_decision_times()
-        decision_ns = _ns(decisions)
+        decision_ns = ns_of(decisions)
         lo_ns, hi_ns = schedule.band_ns(decision_ns, cfg.target_dte, cfg.dte_tolerance)
         if not (np.array_equal(market.decision_ns, decision_ns) and np.all(market.lo_ns <= lo_ns)
                 and np.all(market.hi_ns >= hi_ns)):
@@ -476,7 +468,7 @@ class CoveredCallSimulator:
             carried = "carried past end to expiry" if option.expiry > cfg.end and buyback is None else ""
             try:
                 sale = self._sale(option, size, market, buyback, note=carried, flows=not builtin)
-            except _CannotSettle as exc:
+            except CannotSettle as exc:
                 no_trades.append(NoTrade(t, f"not sold: {exc}", (option,)))
                 k += 1
                 continue

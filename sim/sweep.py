@@ -34,7 +34,7 @@ import pandas as pd
 
 from sim import schedule
 from sim.data_source import MarketDataSource, settlement_estimate
-from sim.grid import grid_metrics, panel_for, window_metrics
+from sim.grid import grid_metrics, measure_to, panel_for, window_config, window_metrics
 from sim.metrics import METRIC_KEYS, compute_metrics
 from sim.panel import MarketPanel
 from sim.parallel import built_once, chunk, executor_workers, run_chunks
@@ -357,11 +357,9 @@ def run_window(source: MarketDataSource, cfg: CallSimulationConfig, start: pd.Ti
     Nothing after ``end`` reaches the metrics: the curve is cut at ``end`` (bar instants ``<= end``,
     each marked with option bars that close by then) and only calls closed by ``end`` count as trades.
     """
-    wcfg = replace(cfg, start=start, end=end - pd.Timedelta(1, "ns"))
+    wcfg = window_config(cfg, start, end)
     result = CoveredCallSimulator(source, wcfg).simulate_policy(policy)
-    curve = result.equity_curve.loc[:end]
-    trades = [t for t in result.trades if t.close_time <= end]
-    metrics = compute_metrics(curve, trades, cfg.risk_free_rate, n_no_trade=len(result.no_trades))
+    curve, trades, metrics = measure_to(result, end)
     return WindowRun(config=wcfg, equity_curve=curve, trades=trades, n_sold=len(result.trades),
                      n_no_trade=len(result.no_trades), metrics=metrics)
 
