@@ -265,14 +265,19 @@ def _tardis_line(sym, minute, bid, ask, mark, iv, fwd, delta, local_extra=5000):
             f"{mark},{iv},SYN.BTC-{sym.split('-')[1]},{fwd},{delta},0.001,2.2,-50.0,0.2")
 
 
-def _write_tardis(path, lines, gz=True):
-    text = TARDIS_HEADER + "\n" + "\n".join(lines) + "\n"
+def write_chain_file(path, header, lines, gz=True):
+    """``header`` and ``lines`` as a CSV file at ``path`` (gzip-compressed with ``gz``)."""
+    text = header + "\n" + "\n".join(lines) + "\n"
     if gz:
         with gzip.open(path, "wt") as fh:
             fh.write(text)
     else:
         path.write_text(text)
     return path
+
+
+def _write_tardis(path, lines, gz=True):
+    return write_chain_file(path, TARDIS_HEADER, lines, gz)
 
 
 TARDIS_LINES = [

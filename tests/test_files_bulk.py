@@ -11,8 +11,6 @@ the instant itself, calls, puts and both.
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,7 +20,7 @@ from sim.data_source import CHAIN_COLUMNS, chain_table, option_marks_batch
 from sim.simulator import CoveredCallSimulator
 from sim.types import CallSimulationConfig
 from tests.conftest import require_shared, shared_data_dir
-from tests.test_files import _write_tardis
+from tests.test_files import _write_tardis, write_chain_file
 
 DAILY = "deribit_chain_snapshots_2026/derived/daily_calls_first_snapshot_after_0800utc.csv.gz"
 FRIDAYS = "deribit_chain_snapshots_2026/raw_weekly_friday"
@@ -246,13 +244,7 @@ def _synthetic_lines() -> list[str]:
 
 
 def _write(path, lines, gz=False):
-    text = HEADER + "\n" + "\n".join(lines) + "\n"
-    if gz:
-        with gzip.open(path, "wt") as fh:
-            fh.write(text)
-    else:
-        path.write_text(text)
-    return path
+    return write_chain_file(path, HEADER, lines, gz)
 
 
 @pytest.mark.parametrize("staleness", ["36h", "1h"])
